@@ -1,0 +1,261 @@
+"""The chronological driver: layers → entries → decisions → writes, with a report.
+
+Layers are applied oldest first, each streamed once. For every entry the
+rules (``changeset``) decide what it means and the root (``rootfs``) does it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+from . import logs
+from .changeset import PLNK_DIR, Action, LayerState, classify
+from .decode import LayerStream
+from .errors import BadInputError, ExtractorError, OperationalError
+from .model import ApplyResult, Entry, Kind, LayerReport, Notice
+from .rootfs import IdMap, Root, RootOptions
+from .tarstream import TarReader
+
+LayerSource = str | os.PathLike[str] | IO[bytes]
+
+# errno values that say the input, not the machine, is at fault.
+_INPUT_ERRNOS = {errno.ENAMETOOLONG, errno.EMLINK}
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyOptions:
+    """Options of an apply. ``rootless`` is implied when not running as root."""
+
+    rootless: bool = False
+    uid_maps: tuple[IdMap, ...] = ()
+    gid_maps: tuple[IdMap, ...] = ()
+    keep_dirlinks: bool = False
+    progress: logs.Progress | None = None
+
+
+def _label(index: int, count: int, source: LayerSource) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        name = os.fspath(source)
+    else:
+        name = str(getattr(source, "name", "<stream>"))
+    return f"{index + 1}/{count} ({name})"
+
+
+def apply_layers(
+    dest: str | os.PathLike[str],
+    layers: Sequence[LayerSource],
+    options: ApplyOptions | None = None,
+) -> ApplyResult:
+    """Apply layer tarballs, oldest first, onto the directory ``dest``.
+
+    Each layer is a path or a binary stream holding a plain, gzip or zstd tar
+    (detected from its magic bytes). ``dest`` is created if missing; an
+    existing tree is updated in place. Raises an ``ExtractorError`` subclass
+    on bad input or a failed write; nothing outside ``dest`` is touched.
+    """
+    options = options or ApplyOptions()
+    dest = os.fspath(dest)
+    started = time.monotonic()
+    result = ApplyResult(dest=dest)
+    log = logs.get_logger()
+    try:
+        root = Root(
+            dest,
+            RootOptions(
+                options.rootless, options.uid_maps, options.gid_maps, options.keep_dirlinks
+            ),
+            _notifier(result),
+        )
+    except OSError as e:
+        raise OperationalError(f"cannot open {dest}: {e.strerror}") from None
+    result.rootless = not root.privileged
+    try:
+        for index, source in enumerate(layers):
+            label = _label(index, len(layers), source)
+            report = LayerReport(index=index, source=label.split(" ", 1)[1][1:-1])
+            result.layers.append(report)
+            _LayerApplier(root, report, label, options.progress).run(source)
+            log.info(
+                "layer_applied",
+                layer=index,
+                digest=report.digest,
+                diff_id=report.diff_id,
+                entries=report.entries,
+                seconds=round(report.seconds, 3),
+            )
+        try:
+            root.finish()
+        except OSError as e:
+            raise OperationalError(f"setting directory metadata: {e.strerror}") from None
+    finally:
+        root.close()
+        if options.progress is not None:
+            options.progress.close()
+    result.seconds = time.monotonic() - started
+    _log_warnings(result, log)
+    return result
+
+
+def _notifier(result: ApplyResult) -> Callable[[str, str, str], None]:
+    def notify(event: str, path: str, detail: str) -> None:
+        layer = len(result.layers) - 1
+        result.warnings.append(Notice(layer, path, event, detail))
+        result.layers[layer].warnings += 1
+
+    return notify
+
+
+def _log_warnings(result: ApplyResult, log: Any) -> None:
+    # One line per kind of loss, with a count, rather than thousands of lines.
+    counts: dict[str, int] = {}
+    for notice in result.warnings:
+        counts[notice.event] = counts.get(notice.event, 0) + 1
+    for event, count in counts.items():
+        example = next(n for n in result.warnings if n.event == event)
+        log.warning(event, count=count, example=example.path, detail=example.detail)
+
+
+class _LayerApplier:
+    """Applies one layer's entries, in tar order, and fills its report."""
+
+    def __init__(self, root: Root, report: LayerReport, label: str, progress: logs.Progress | None):
+        self.root = root
+        self.report = report
+        self.label = label
+        self.state = LayerState()
+        self.progress = progress
+        self.debug = logs.debug_enabled()
+        self.log = logs.get_logger()
+        self.plnk = False
+
+    def run(self, source: LayerSource) -> None:
+        started = time.monotonic()
+        entry_name: str | None = None
+        try:
+            with LayerStream(source) as stream:
+                report = self.report
+                report.compression = stream.compression
+                tar = TarReader(stream)
+                if self.progress is not None:
+                    self.progress.start(self.label, _size_of(source))
+                while True:
+                    entry_name = None
+                    entry = tar.next()
+                    if entry is None:
+                        break
+                    entry_name = entry.name
+                    report.entries += 1
+                    if self.debug:
+                        self.log.debug(
+                            "entry", layer=report.index, path=entry.path, kind=entry.kind.value
+                        )
+                    self._apply(entry, tar.read_data)
+                    if self.progress is not None:
+                        self.progress.update(stream.raw_bytes)
+                entry_name = None
+                self._end_of_layer()
+                report.digest, report.diff_id = stream.finish()
+                report.size = stream.raw_bytes
+                report.uncompressed_size = stream.uncompressed_size
+        except ExtractorError as e:
+            raise e.with_context(layer=self.label, entry=entry_name) from None
+        except OSError as e:
+            cls = BadInputError if e.errno in _INPUT_ERRNOS else OperationalError
+            what = e.strerror or str(e)
+            raise cls(what, layer=self.label, entry=entry_name) from None
+        self.report.seconds = time.monotonic() - started
+
+    def _apply(self, entry: Entry, read: Callable[[int], bytes]) -> None:
+        decision = classify(entry)
+        state, report, root = self.state, self.report, self.root
+        action = decision.action
+        if action is Action.WHITEOUT:
+            report.whiteouts += 1
+            root.remove(decision.target, state.upper)
+            return
+        if action is Action.OPAQUE:
+            report.opaque_dirs += 1
+            state.wrote(root.clear_dir(decision.target, state.upper))
+            return
+        if action is Action.SKIP:
+            report.skipped += 1
+            return
+        if action is Action.PLNK:
+            self.plnk = True  # AUFS link store: written now, linked to, removed at the end
+        if not state.first_time(entry.path):
+            report.duplicates += 1
+            root.notify("duplicate_entry", entry.path, "listed twice in one layer; last wins")
+        if state.link_target:
+            state.drop_link(entry.path)
+        if entry.kind is Kind.HARDLINK:
+            report.hardlinks += 1
+            self._hardlink(entry.path, entry.linkname)
+            return
+        state.wrote(root.write(entry, read))
+        self._count(entry)
+        if entry.path in state.links_to:
+            self._remake_links(entry.path)
+
+    def _count(self, entry: Entry) -> None:
+        report = self.report
+        kind = entry.kind
+        if kind is Kind.FILE:
+            report.files += 1
+            report.bytes += entry.size
+        elif kind is Kind.DIR:
+            report.dirs += 1
+        elif kind is Kind.SYMLINK:
+            report.symlinks += 1
+        else:
+            report.specials += 1
+
+    def _hardlink(self, path: str, target: str) -> None:
+        state = self.state
+        if target in state.unmade:
+            # Its target is itself a link still waiting: wait behind it.
+            state.add_link(path, target, made=False)
+            return
+        link = Entry(
+            name=path,
+            path=path,
+            kind=Kind.HARDLINK,
+            mode=0,
+            uid=0,
+            gid=0,
+            mtime_ns=0,
+            linkname=target,
+        )
+        physical = self.root.link(link, target)
+        state.add_link(path, target, made=physical is not None)
+        if physical is None:
+            return
+        state.wrote(physical)
+        if path in state.links_to:
+            self._remake_links(path)
+
+    def _remake_links(self, target: str) -> None:
+        for path in list(self.state.links_to.get(target, ())):
+            if path != target:
+                self._hardlink(path, target)
+
+    def _end_of_layer(self) -> None:
+        if self.state.unmade:
+            path = min(self.state.unmade)
+            target = self.state.link_target[path]
+            raise BadInputError(f"hardlink target does not exist: {target}", entry=path)
+        if self.plnk:
+            self.root.remove(PLNK_DIR, set())
+
+
+def _size_of(source: LayerSource) -> int:
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            return os.stat(source).st_size
+        return os.fstat(source.fileno()).st_size
+    except (OSError, ValueError, AttributeError):
+        return 0

@@ -1,0 +1,121 @@
+"""The OCI changeset rules, as pure decisions: what an entry means for the tree.
+
+``classify`` says what an entry is (content, whiteout, opaque marker, AUFS
+bookkeeping); ``LayerState`` remembers, for one layer, what the rules need
+to know about the entries before: which paths this layer wrote (a whiteout
+only hides lower layers), which names came twice, and which hardlinks wait
+for a target. No I/O here; ``apply`` and ``reverse`` act on the decisions.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from .errors import BadInputError, UnsafeEntryError
+from .model import Entry, Kind
+from .paths import ancestors
+
+WH_PREFIX = ".wh."
+WH_META_PREFIX = ".wh..wh."
+OPAQUE = ".wh..wh..opq"
+PLNK_DIR = ".wh..wh.plnk"  # AUFS keeps hardlinked files' content here
+
+
+class Action(enum.Enum):
+    """What an entry asks of the tree."""
+
+    WRITE = "write"  # create or replace the entry's path
+    WHITEOUT = "whiteout"  # delete target from lower layers
+    OPAQUE = "opaque"  # hide lower layers' contents of target
+    PLNK = "plnk"  # an AUFS hardlink store member: keep its content aside
+    SKIP = "skip"  # AUFS bookkeeping: write nothing
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The action for one entry and the path it acts on."""
+
+    action: Action
+    target: str
+
+
+def classify(entry: Entry) -> Decision:
+    """Decide what an entry is, refusing malformed whiteouts.
+
+    A whiteout's target is its directory plus the name after ``.wh.``; a
+    name that is empty, ``.`` or ``..`` would hit the directory itself or
+    its parent and is refused, as containerd refuses it.
+    """
+    path = entry.path
+    head, _, base = path.rpartition("/")
+    if f"/{WH_PREFIX}" in f"/{head}":
+        top = head.split("/", 1)[0]
+        if top == PLNK_DIR and "/" not in head:
+            return Decision(Action.PLNK if entry.kind is Kind.FILE else Action.SKIP, path)
+        raise BadInputError("a whiteout name used as a directory")
+    if not base.startswith(WH_PREFIX):
+        return Decision(Action.WRITE, path)
+    if base == OPAQUE:
+        return Decision(Action.OPAQUE, head)
+    if base.startswith(WH_META_PREFIX):
+        return Decision(Action.SKIP, path)
+    name = base[len(WH_PREFIX) :]
+    if name in ("", ".", ".."):
+        raise UnsafeEntryError(f"malformed whiteout {base!r}")
+    return Decision(Action.WHITEOUT, f"{head}/{name}" if head else name)
+
+
+@dataclass
+class LayerState:
+    """What the rules remember while one layer streams by.
+
+    ``upper`` holds the physical paths this layer has written and all their
+    ancestors: a whiteout or opaque marker later in the same layer must leave
+    them alone, because whiteouts only apply to lower layers (the spec:
+    "Files that are present in the same layer as a whiteout file can only be
+    hidden by whiteout files in subsequent layers"). ``seen`` catches
+    duplicate names.
+
+    ``links_to`` maps a target path to the hardlinks this layer made (or
+    could not make yet) to it. Whenever the layer writes that target, they
+    are made again, so a link listed before its target never keeps a lower
+    layer's stale inode; links still unmade at the end of the layer are an
+    error. ``link_target`` is the reverse index, so a later entry at a link's
+    path takes it out of the set.
+    """
+
+    upper: set[str] = field(default_factory=set)
+    seen: set[str] = field(default_factory=set)
+    links_to: dict[str, list[str]] = field(default_factory=dict)
+    link_target: dict[str, str] = field(default_factory=dict)
+    unmade: set[str] = field(default_factory=set)
+
+    def first_time(self, path: str) -> bool:
+        """Record a name; False if this layer listed it before (last one wins)."""
+        if path in self.seen:
+            return False
+        self.seen.add(path)
+        return True
+
+    def wrote(self, physical: str) -> None:
+        """Record that this layer put something at ``physical``."""
+        if physical in self.upper:
+            return
+        self.upper.add(physical)
+        self.upper.update(ancestors(physical))
+
+    def add_link(self, path: str, target: str, made: bool) -> None:
+        """Record a hardlink from ``path`` to ``target``, made or still waiting."""
+        self.drop_link(path)
+        self.links_to.setdefault(target, []).append(path)
+        self.link_target[path] = target
+        if not made:
+            self.unmade.add(path)
+
+    def drop_link(self, path: str) -> None:
+        """``path`` is being written anew: it is no longer a link to remake."""
+        target = self.link_target.pop(path, None)
+        if target is not None:
+            self.links_to[target].remove(path)
+            self.unmade.discard(path)

@@ -1,0 +1,219 @@
+"""Layer byte streams: sniff the compression, decompress, and hash while reading.
+
+A layer is read once, front to back, in bounded chunks: never held whole in
+memory and never spooled to disk. Two digests come out of one pass: the
+``digest`` of the bytes as stored (what a descriptor names) and the ``diff_id``
+of the uncompressed tar (what an image config's ``rootfs.diff_ids`` names).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import IO, Protocol
+
+import zstandard
+from isal import isal_zlib
+
+from .errors import BadInputError, NotFoundError, OperationalError
+
+# isal's stub declares its error as an instance, not a class.
+_GZIP_ERRORS: tuple[type[Exception], ...] = (isal_zlib.error,)  # type: ignore[assignment]
+
+CHUNK = 1 << 20
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def _is_zstd_skippable(head: bytes) -> bool:
+    # Skippable frames have magic 0x184D2A50..0x184D2A5F, little-endian.
+    return len(head) >= 4 and head[1:4] == b"\x2a\x4d\x18" and head[0] & 0xF0 == 0x50
+
+
+class Readable(Protocol):
+    """Anything with ``read(n) -> bytes``."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+class _HashingReader:
+    """Reads the raw source, hashing and counting every byte that passes."""
+
+    def __init__(self, source: Readable):
+        self._source = source
+        self.sha = hashlib.sha256()
+        self.count = 0
+
+    def read(self, n: int = -1, /) -> bytes:
+        data = self._source.read(n)
+        if data:
+            self.sha.update(data)
+            self.count += len(data)
+        return data
+
+
+class _Pushback:
+    """A reader with bytes put back in front of it (what the sniff read)."""
+
+    def __init__(self, head: bytes, rest: Readable):
+        self._head = head
+        self._rest = rest
+
+    def read(self, n: int = -1, /) -> bytes:
+        if self._head:
+            head, self._head = self._head, b""
+            return head
+        return self._rest.read(n)
+
+
+class _GzipReader:
+    """Multi-member gzip with bounded output per call.
+
+    ``isal_zlib`` decodes about twice as fast as ``zlib``. Members are
+    concatenated as gzip(1) allows; zero bytes after the last member are
+    padding (GNU gzip accepts them too); anything else is an error.
+    """
+
+    def __init__(self, raw: Readable):
+        self._raw = raw
+        self._d = isal_zlib.decompressobj(wbits=31)
+        self._input = b""
+        self._done = False
+
+    def read(self, n: int = -1, /) -> bytes:
+        limit = CHUNK if n < 0 else n
+        while not self._done:
+            if not self._input:
+                self._input = self._raw.read(CHUNK)
+                if not self._input:
+                    raise BadInputError("truncated gzip stream (no end of data)")
+            try:
+                out = self._d.decompress(self._input, limit)
+            except _GZIP_ERRORS as e:
+                raise BadInputError(f"corrupt gzip data: {e}") from None
+            if self._d.eof:
+                self._input = self._d.unused_data
+                self._next_member()
+            else:
+                self._input = self._d.unconsumed_tail
+            if out:
+                return bytes(out)
+        return b""
+
+    def _next_member(self) -> None:
+        while len(self._input) < 2:
+            more = self._raw.read(CHUNK)
+            if not more:
+                break
+            self._input += more
+        if self._input.startswith(GZIP_MAGIC):
+            self._d = isal_zlib.decompressobj(wbits=31)
+            return
+        # Only zero padding may follow the last member.
+        while self._input:
+            if self._input.count(0) != len(self._input):
+                raise BadInputError("trailing garbage after gzip data")
+            self._input = self._raw.read(CHUNK)
+        self._done = True
+
+
+class _ZstdReader:
+    """zstd through ``stream_reader``, which reads every frame, skippable ones too."""
+
+    def __init__(self, raw: Readable):
+        self._reader = zstandard.ZstdDecompressor().stream_reader(
+            raw,  # type: ignore[arg-type]  # it only calls read()
+            read_size=CHUNK,
+            read_across_frames=True,
+        )
+
+    def read(self, n: int = -1, /) -> bytes:
+        try:
+            return self._reader.read(CHUNK if n < 0 else n)
+        except zstandard.ZstdError as e:
+            raise BadInputError(f"corrupt zstd data: {e}") from None
+
+
+class LayerStream:
+    """The uncompressed bytes of one layer, with its digests once drained.
+
+    Use as a context manager. ``read(n)`` returns uncompressed bytes;
+    ``finish()`` reads whatever is left (tar padding, trailing bytes) so that
+    both digests cover the whole blob, and returns them.
+    """
+
+    def __init__(self, source: str | os.PathLike[str] | IO[bytes]):
+        self._owned: IO[bytes] | None = None
+        if isinstance(source, (str, os.PathLike)):
+            try:
+                self._owned = open(source, "rb")  # noqa: SIM115 (closed in close())
+            except FileNotFoundError:
+                raise NotFoundError(f"no such file: {os.fspath(source)}") from None
+            except IsADirectoryError:
+                raise BadInputError(f"is a directory, not a layer: {os.fspath(source)}") from None
+            except OSError as e:
+                raise OperationalError(f"cannot open {os.fspath(source)}: {e.strerror}") from None
+            raw_source: Readable = self._owned
+        else:
+            raw_source = source
+        self._raw = _HashingReader(raw_source)
+        head = self._read_head()
+        if head.startswith(GZIP_MAGIC):
+            self.compression = "gzip"
+            self._reader: Readable = _GzipReader(_Pushback(head, self._raw))
+        elif head.startswith(ZSTD_MAGIC) or _is_zstd_skippable(head):
+            self.compression = "zstd"
+            self._reader = _ZstdReader(_Pushback(head, self._raw))
+        else:
+            self.compression = "none"
+            self._reader = _Pushback(head, self._raw)
+        # For a plain tar the two digests are one; don't hash twice.
+        self._tar_sha = None if self.compression == "none" else hashlib.sha256()
+        self.uncompressed_size = 0
+
+    def _read_head(self) -> bytes:
+        head = b""
+        while len(head) < 4:
+            more = self._raw.read(4 - len(head))
+            if not more:
+                break
+            head += more
+        return head
+
+    def read(self, n: int = -1, /) -> bytes:
+        """Up to ``n`` uncompressed bytes; ``b""`` at the end."""
+        data = self._reader.read(n)
+        if data:
+            self.uncompressed_size += len(data)
+            if self._tar_sha is not None:
+                self._tar_sha.update(data)
+        return data
+
+    @property
+    def raw_bytes(self) -> int:
+        """Bytes read from the source so far (for progress)."""
+        return self._raw.count
+
+    def finish(self) -> tuple[str, str]:
+        """Drain the stream and return ``(digest, diff_id)`` as ``sha256:<hex>``."""
+        while self.read(CHUNK):
+            pass
+        # Bytes after the compressed stream's end still count in the digest.
+        while self._raw.read(CHUNK):
+            pass
+        digest = "sha256:" + self._raw.sha.hexdigest()
+        diff_id = digest if self._tar_sha is None else "sha256:" + self._tar_sha.hexdigest()
+        return digest, diff_id
+
+    def close(self) -> None:
+        """Close the file this stream opened (never a caller's stream)."""
+        if self._owned is not None:
+            self._owned.close()
+            self._owned = None
+
+    def __enter__(self) -> LayerStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

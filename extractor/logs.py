@@ -1,0 +1,94 @@
+"""Logging through structlog, and a progress line for terminals.
+
+Logs go to stderr: readable on a terminal, one JSON object per line with
+``--log-format json``. Levels: warning by default, ``-v`` info (one line per
+layer), ``-vv`` debug (one line per entry). The engine asks ``debug_enabled``
+once per layer, so per-entry logging costs a boolean test when it is off.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any, TextIO
+
+import structlog
+
+_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
+_level = logging.WARNING
+
+
+def configure(verbosity: int = 0, fmt: str = "console", stream: TextIO | None = None) -> None:
+    """Set up structlog for this process: level from ``verbosity``, ``console`` or ``json``."""
+    global _level
+    _level = _LEVELS.get(min(verbosity, 2), logging.WARNING)
+    out = stream or sys.stderr
+    renderer: Any
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer(sort_keys=False)
+    else:
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=out.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_level),
+        logger_factory=structlog.WriteLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger() -> Any:
+    """The package logger (a bound structlog logger)."""
+    return structlog.get_logger("extractor")
+
+
+def debug_enabled() -> bool:
+    """Whether per-entry debug lines are wanted; ask once per layer, not per entry."""
+    return _level <= logging.DEBUG
+
+
+class Progress:
+    """One self-rewriting stderr line: ``layer 2/3 base.tar.gz  12.0/45.2 MiB  80 MiB/s``.
+
+    Shown only on a terminal; elsewhere every call is a no-op. Redrawn at
+    most ten times a second, so calling ``update`` per entry is cheap.
+    """
+
+    def __init__(self, stream: TextIO | None = None, enabled: bool | None = None):
+        self._out = stream or sys.stderr
+        self.enabled = self._out.isatty() if enabled is None else enabled
+        self._label = ""
+        self._total = 0
+        self._start = 0.0
+        self._next = 0.0
+
+    def start(self, label: str, total: int) -> None:
+        """Begin a layer of ``total`` bytes (0 if unknown)."""
+        self._label, self._total = label, total
+        self._start = self._next = time.monotonic()
+
+    def update(self, done: int) -> None:
+        """Show ``done`` bytes read of the current layer."""
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + 0.1
+        rate = done / max(now - self._start, 1e-6) / 2**20
+        total = f"/{self._total / 2**20:.1f}" if self._total else ""
+        line = f"layer {self._label}  {done / 2**20:.1f}{total} MiB  {rate:.0f} MiB/s"
+        self._out.write("\r\x1b[K" + line)
+        self._out.flush()
+
+    def close(self) -> None:
+        """Erase the line."""
+        if self.enabled and self._label:
+            self._out.write("\r\x1b[K")
+            self._out.flush()

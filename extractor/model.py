@@ -1,0 +1,104 @@
+"""Typed records that flow through the engine: entries in, reports out."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Kind(enum.Enum):
+    """What a tar entry makes."""
+
+    FILE = "file"
+    DIR = "dir"
+    SYMLINK = "symlink"
+    HARDLINK = "hardlink"
+    FIFO = "fifo"
+    CHAR = "char"
+    BLOCK = "block"
+
+
+@dataclass(slots=True)
+class Entry:
+    """One tar member, decoded and normalised, with its data still in the stream.
+
+    ``path`` is the member name normalised under the root: no leading ``/`` or
+    ``./``, no ``.`` or ``..`` components, no doubled or trailing slash; ``""``
+    is the root itself. Names that are not UTF-8 keep their bytes as surrogate
+    escapes, which ``os`` functions turn back into the same bytes.
+    """
+
+    name: str  # as stored in the tar, for messages
+    path: str
+    kind: Kind
+    mode: int  # permission bits with setuid, setgid and sticky
+    uid: int
+    gid: int
+    mtime_ns: int
+    atime_ns: int | None = None
+    size: int = 0  # bytes of data that follow in the stream
+    linkname: str = ""  # symlink target verbatim; hardlink target normalised like path
+    devmajor: int = 0
+    devminor: int = 0
+    xattrs: dict[str, bytes] = field(default_factory=dict)
+    # For sparse files: the (offset, length) runs of data in file order and the
+    # full length of the file; the stream then holds only the runs' bytes.
+    sparse: list[tuple[int, int]] | None = None
+    realsize: int = 0
+
+
+@dataclass(slots=True)
+class LayerReport:
+    """What applying one layer did."""
+
+    index: int
+    source: str
+    compression: str = "none"
+    digest: str = ""  # sha256 of the bytes as read (compressed)
+    diff_id: str = ""  # sha256 of the uncompressed tar
+    size: int = 0  # compressed bytes read
+    uncompressed_size: int = 0
+    entries: int = 0
+    bytes: int = 0  # file content bytes written
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    hardlinks: int = 0
+    specials: int = 0  # FIFOs and device nodes
+    whiteouts: int = 0
+    opaque_dirs: int = 0
+    skipped: int = 0  # entries not written (rootless devices, AUFS bookkeeping)
+    duplicates: int = 0  # paths listed more than once (a spec violation; last wins)
+    warnings: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(slots=True)
+class Notice:
+    """A tolerated loss, e.g. an xattr the filesystem refused. Counted, never fatal."""
+
+    layer: int
+    path: str
+    event: str
+    detail: str
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    """What an apply did: one report per layer plus the warnings, in order."""
+
+    dest: str
+    layers: list[LayerReport] = field(default_factory=list)
+    warnings: list[Notice] = field(default_factory=list)
+    seconds: float = 0.0
+    rootless: bool = False
+
+    @property
+    def entries(self) -> int:
+        """Entries read across all layers."""
+        return sum(layer.entries for layer in self.layers)
+
+    @property
+    def bytes(self) -> int:
+        """File content bytes written across all layers."""
+        return sum(layer.bytes for layer in self.layers)

@@ -1,0 +1,586 @@
+"""The only writer: every change to the target tree goes through ``Root``.
+
+Safety lives here. Paths are resolved the way a chroot into the root would
+resolve them: one component at a time from a directory fd, reading each
+symlink and continuing from the root for absolute targets, with ``..``
+clamped at the root and at most ``MAX_LINKS`` links followed. The last
+component of an entry is never followed: an existing file, link or
+directory there is removed and the entry created exclusively, so writes
+never go through a symlink or into another name's inode.
+
+Threat model: the layers are hostile, the root directory is not changed by
+anyone else while an apply runs, and the root itself (the path given) is
+trusted.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import xattrs
+from .errors import BadInputError, UnsafeEntryError
+from .model import Entry, Kind
+from .paths import is_within
+
+MAX_LINKS = 40  # Linux MAXSYMLINKS
+CHUNK = 1 << 20
+
+_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_SPECIAL = {Kind.FIFO: stat.S_IFIFO, Kind.CHAR: stat.S_IFCHR, Kind.BLOCK: stat.S_IFBLK}
+
+
+@dataclass(frozen=True, slots=True)
+class IdMap:
+    """``CONTAINER:HOST:SIZE``: container ids [c, c+size) become [h, h+size)."""
+
+    container: int
+    host: int
+    size: int
+
+    @classmethod
+    def parse(cls, text: str) -> IdMap:
+        """Parse ``CONTAINER:HOST:SIZE`` (SIZE defaults to 1), as umoci takes it."""
+        parts = text.split(":")
+        try:
+            nums = [int(p) for p in parts]
+        except ValueError:
+            raise ValueError(f"bad id map {text!r}: want CONTAINER:HOST[:SIZE]") from None
+        if len(nums) == 2:
+            nums.append(1)
+        if len(nums) != 3 or min(nums) < 0 or nums[2] == 0:
+            raise ValueError(f"bad id map {text!r}: want CONTAINER:HOST[:SIZE]")
+        return cls(*nums)
+
+
+def map_id(value: int, maps: tuple[IdMap, ...], what: str) -> int:
+    """Shift a container id through the maps; with no maps it is unchanged."""
+    if not maps:
+        return value
+    for m in maps:
+        if m.container <= value < m.container + m.size:
+            return m.host + value - m.container
+    raise BadInputError(f"{what} {value} is outside the --{what}-map")
+
+
+@dataclass(frozen=True, slots=True)
+class RootOptions:
+    """How the root is written. ``rootless`` is forced on for a non-root user."""
+
+    rootless: bool = False
+    uid_maps: tuple[IdMap, ...] = ()
+    gid_maps: tuple[IdMap, ...] = ()
+    keep_dirlinks: bool = False
+
+
+Notify = Callable[[str, str, str], None]  # (event, path, detail)
+
+
+class Root:
+    """A directory that layers are applied to, and every write into it.
+
+    ``_cached`` keeps the last resolved parent directory, because consecutive
+    entries mostly share one. Reusing a resolution after a component it went
+    through was replaced is how containerd's CVE-2025-47290 wrote onto the
+    host, so every removal of an existing directory or symlink drops it
+    (``_forget``). Nothing else changes what a walk would find.
+
+    ``_dirmeta`` holds the final mode and times of directories, applied by
+    ``finish`` once nothing more is written below them; as non-root,
+    directories stay owner-writable until then so read-only ones still
+    receive their children.
+    """
+
+    def __init__(self, dest: str, options: RootOptions, notify: Notify):
+        os.makedirs(dest, exist_ok=True)
+        self.dest = dest
+        self.options = options
+        self.privileged = os.geteuid() == 0 and not options.rootless
+        self.notify = notify
+        self.fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._cached: tuple[str, int, str] | None = None  # (lexical parent, fd, physical)
+        self._stale: list[int] = []  # forgotten fds the current entry may still be using
+        self._dirmeta: dict[str, tuple[int, int, int]] = {}  # physical -> mode, atime, mtime
+
+    def close(self) -> None:
+        """Release the fds; the tree stays as it is."""
+        self._forget()
+        self._close_stale()
+        os.close(self.fd)
+
+    # -- resolution ---------------------------------------------------------
+
+    def _forget(self) -> None:
+        # The fd may be the parent the current entry is being written in, which
+        # is still the right directory; it is closed before the next lookup.
+        if self._cached is not None:
+            self._stale.append(self._cached[1])
+            self._cached = None
+
+    def _close_stale(self) -> None:
+        while self._stale:
+            os.close(self._stale.pop())
+
+    def walk(self, path: str, create: bool) -> tuple[int, str]:
+        """Open the directory ``path`` resolves to inside the root; returns (fd, physical).
+
+        The fd is the caller's to close. With ``create``, missing directories
+        are made (mode 0755) and a non-directory in the way is replaced by one,
+        as a parent of a new entry must be; without it, a missing or
+        non-directory component raises ``FileNotFoundError``.
+        """
+        todo = path.split("/")[::-1] if path else []
+        stack = [os.dup(self.fd)]
+        names: list[str] = []
+        links = 0
+        try:
+            while todo:
+                part = todo.pop()
+                if part in ("", "."):
+                    continue
+                if part == "..":
+                    if len(stack) > 1:
+                        os.close(stack.pop())
+                        names.pop()
+                    continue
+                cur = stack[-1]
+                try:
+                    stack.append(os.open(part, _DIR_FLAGS, dir_fd=cur))
+                    names.append(part)
+                    continue
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    try:
+                        self._mkdir_implicit(cur, part)
+                    except PermissionError:
+                        if not self._unlock(cur, "/".join(names)):
+                            raise
+                    todo.append(part)
+                    continue
+                except PermissionError:
+                    if not self._unlock(cur, "/".join(names)):
+                        raise
+                    todo.append(part)
+                    continue
+                except OSError as e:
+                    if e.errno not in (errno.ENOTDIR, errno.ELOOP):
+                        raise
+                st = os.stat(part, dir_fd=cur, follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode):
+                    links += 1
+                    if links > MAX_LINKS:
+                        raise UnsafeEntryError(
+                            f"too many levels of symbolic links resolving {path!r}"
+                        )
+                    target = os.readlink(part, dir_fd=cur)
+                    if target.startswith("/"):
+                        while len(stack) > 1:
+                            os.close(stack.pop())
+                        names.clear()
+                    todo.extend(target.split("/")[::-1])
+                elif not stat.S_ISDIR(st.st_mode):
+                    if not create:
+                        raise FileNotFoundError(errno.ENOTDIR, "not a directory", part)
+                    self._remove(cur, part, "/".join([*names, part]), None)
+                    todo.append(part)
+                else:
+                    raise OSError(errno.EIO, "directory changed during the walk", part)
+            top = stack.pop()
+            return top, "/".join(names)
+        finally:
+            for fd in stack:
+                os.close(fd)
+
+    def parent(self, path: str) -> tuple[int, str, str]:
+        """(fd, physical parent path, basename) for an entry path; fd is borrowed."""
+        head, _, name = path.rpartition("/")
+        cached = self._cached
+        if cached is None or cached[0] != head:
+            self._forget()
+            self._close_stale()
+            fd, phys = self.walk(head, create=True)
+            self._cached = cached = (head, fd, phys)
+        return cached[1], cached[2], name
+
+    def _mkdir_implicit(self, dfd: int, name: str) -> None:
+        os.mkdir(name, 0o755, dir_fd=dfd)
+        os.chmod(xattrs.link_name(dfd, name), 0o755)  # defeat the umask
+
+    def _unlock(self, fd: int, phys: str) -> bool:
+        """As non-root, make a directory we own writable and enterable; False if we can't.
+
+        Its mode is put back by ``finish`` unless the layer sets a new one.
+        """
+        if self.privileged:
+            return False
+        st = os.fstat(fd)
+        mode = stat.S_IMODE(st.st_mode)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or mode & 0o700 == 0o700:
+            return False
+        os.chmod(f"/proc/self/fd/{fd}", mode | 0o700)
+        self._dirmeta.setdefault(phys, (mode, st.st_atime_ns, st.st_mtime_ns))
+        return True
+
+    @staticmethod
+    def join(parent: str, name: str) -> str:
+        """The physical path of ``name`` in the physical directory ``parent``."""
+        return f"{parent}/{name}" if parent else name
+
+    # -- removal ------------------------------------------------------------
+
+    def _remove(self, dfd: int, name: str, phys: str, keep: set[str] | None) -> None:
+        """Remove ``name`` in ``dfd``; a directory with all below it, except ``keep``.
+
+        ``keep`` holds what the current layer wrote (and the ancestors of
+        that): a whiteout only hides what lower layers had.
+        """
+        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        kept = keep is not None and phys in keep
+        if stat.S_ISDIR(st.st_mode):
+            self._forget()
+            self._clear(dfd, name, phys, keep)
+            if not kept:
+                os.rmdir(name, dir_fd=dfd)
+                for key in [k for k in self._dirmeta if is_within(k, phys)]:
+                    del self._dirmeta[key]
+        elif not kept:
+            if stat.S_ISLNK(st.st_mode):
+                self._forget()
+            os.unlink(name, dir_fd=dfd)
+
+    def _clear(self, dfd: int, name: str, phys: str, keep: set[str] | None) -> None:
+        """Remove what directory ``name`` holds, except ``keep``."""
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(name, flags, dir_fd=dfd)
+        except PermissionError:
+            pfd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+            try:
+                if not self._unlock(pfd, phys):
+                    raise
+            finally:
+                os.close(pfd)
+            fd = os.open(name, flags, dir_fd=dfd)
+        try:
+            self._unlock(fd, phys)  # its children can only be removed if it is writable
+            with os.scandir(fd) as it:
+                children = [e.name for e in it]
+            for child in children:
+                self._remove(fd, child, self.join(phys, child), keep)
+        finally:
+            os.close(fd)
+
+    def remove(self, path: str, keep: set[str]) -> str | None:
+        """Apply a whiteout: remove ``path`` (the link itself if it is one) from lower layers.
+
+        Returns the physical path removed, or ``None`` if nothing was there.
+        """
+        head, _, name = path.rpartition("/")
+        try:
+            fd, phys = self.walk(head, create=False)
+        except FileNotFoundError:
+            return None
+        try:
+            target = self.join(phys, name)
+            try:
+                self._remove(fd, name, target, keep)
+            except FileNotFoundError:
+                return None
+            return target
+        finally:
+            os.close(fd)
+
+    def clear_dir(self, path: str, keep: set[str]) -> str:
+        """Apply an opaque marker: empty directory ``path`` of what lower layers had."""
+        fd, phys = self.walk(path, create=True)
+        try:
+            self._forget()
+            self._clear(fd, ".", phys, keep)
+        finally:
+            os.close(fd)
+        return phys
+
+    # -- creation -----------------------------------------------------------
+
+    def _replace(self, dfd: int, name: str, phys: str) -> None:
+        """Make room for a new entry at ``name``: remove whatever is there."""
+        try:
+            self._remove(dfd, name, phys, None)
+        except FileNotFoundError:
+            pass
+
+    def write(self, entry: Entry, read: Callable[[int], bytes]) -> str:
+        """Create ``entry`` (not a hardlink) at its path; returns its physical path."""
+        if not entry.path:
+            return self._write_root(entry)
+        dfd, parent_phys, name = self.parent(entry.path)
+        phys = self.join(parent_phys, name)
+        kind = entry.kind
+        if kind is Kind.FILE:
+            self._write_file(dfd, name, phys, entry, read)
+        elif kind is Kind.DIR:
+            self._write_dir(dfd, name, phys, entry)
+        elif kind is Kind.SYMLINK:
+            self._write_symlink(dfd, name, phys, entry)
+        else:
+            self._write_special(dfd, name, phys, entry)
+        return phys
+
+    def _write_root(self, entry: Entry) -> str:
+        if entry.kind is not Kind.DIR:
+            raise UnsafeEntryError(
+                f"refusing to change the root directory into a {entry.kind.value}"
+            )
+        self._own(self.fd, entry)
+        self._set_xattrs_fd(self.fd, entry, replace=True)
+        self._dirmeta[""] = (entry.mode, entry.atime_ns or entry.mtime_ns, entry.mtime_ns)
+        return ""
+
+    def _write_file(
+        self, dfd: int, name: str, phys: str, entry: Entry, read: Callable[[int], bytes]
+    ) -> None:
+        try:
+            fd = os.open(name, _NEW_FILE, 0o600, dir_fd=dfd)
+        except FileExistsError:
+            self._replace(dfd, name, phys)
+            fd = os.open(name, _NEW_FILE, 0o600, dir_fd=dfd)
+        try:
+            if entry.sparse is None:
+                while chunk := read(CHUNK):
+                    _write_all(fd, chunk)
+            else:
+                for offset, length in entry.sparse:
+                    while length:
+                        chunk = read(min(length, CHUNK))
+                        if not chunk:
+                            raise BadInputError("truncated sparse file data")
+                        os.pwrite(fd, chunk, offset)
+                        offset += len(chunk)
+                        length -= len(chunk)
+                os.ftruncate(fd, entry.realsize)
+            self._own(fd, entry)
+            os.fchmod(fd, entry.mode)
+            self._set_xattrs_fd(fd, entry, replace=False)
+            os.utime(fd, ns=(entry.atime_ns or entry.mtime_ns, entry.mtime_ns))
+        finally:
+            os.close(fd)
+
+    def _write_dir(self, dfd: int, name: str, phys: str, entry: Entry) -> None:
+        mode = entry.mode if self.privileged else entry.mode | 0o700
+        try:
+            os.mkdir(name, 0o700, dir_fd=dfd)
+            merged = False
+        except FileExistsError:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                merged = True
+            elif (
+                stat.S_ISLNK(st.st_mode)
+                and self.options.keep_dirlinks
+                and self._is_dirlink(dfd, name)
+            ):
+                # usrmerge: keep the link; what goes below it is resolved inside the root.
+                return
+            else:
+                self._replace(dfd, name, phys)
+                os.mkdir(name, 0o700, dir_fd=dfd)
+                merged = False
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+        try:
+            self._own(fd, entry)
+            os.fchmod(fd, mode)
+            self._set_xattrs_fd(fd, entry, replace=merged)
+        finally:
+            os.close(fd)
+        self._dirmeta[phys] = (entry.mode, entry.atime_ns or entry.mtime_ns, entry.mtime_ns)
+
+    def _is_dirlink(self, dfd: int, name: str) -> bool:
+        parent_phys = self._cached[2] if self._cached else ""
+        try:
+            fd, _ = self.walk(self.join(parent_phys, name), create=False)
+        except (FileNotFoundError, UnsafeEntryError):
+            return False
+        os.close(fd)
+        return True
+
+    def _write_symlink(self, dfd: int, name: str, phys: str, entry: Entry) -> None:
+        try:
+            os.symlink(entry.linkname, name, dir_fd=dfd)
+        except FileExistsError:
+            self._replace(dfd, name, phys)
+            os.symlink(entry.linkname, name, dir_fd=dfd)
+        self._own_by_name(dfd, name, entry)
+        self._set_xattrs_link(dfd, name, entry)
+        os.utime(
+            name,
+            ns=(entry.atime_ns or entry.mtime_ns, entry.mtime_ns),
+            dir_fd=dfd,
+            follow_symlinks=False,
+        )
+
+    def _write_special(self, dfd: int, name: str, phys: str, entry: Entry) -> None:
+        if entry.kind is not Kind.FIFO and not self.privileged:
+            self._replace(dfd, name, phys)
+            self.notify("device_skipped", entry.path, "device nodes need root")
+            return
+        device = os.makedev(entry.devmajor, entry.devminor)
+        mode = _SPECIAL[entry.kind] | 0o600
+        try:
+            os.mknod(name, mode, device, dir_fd=dfd)
+        except FileExistsError:
+            self._replace(dfd, name, phys)
+            os.mknod(name, mode, device, dir_fd=dfd)
+        self._own_by_name(dfd, name, entry)
+        # We just made this node and it is not a symlink, so chmod cannot follow one.
+        os.chmod(name, entry.mode, dir_fd=dfd)
+        self._set_xattrs_link(dfd, name, entry)
+        os.utime(
+            name,
+            ns=(entry.atime_ns or entry.mtime_ns, entry.mtime_ns),
+            dir_fd=dfd,
+            follow_symlinks=False,
+        )
+
+    def link(self, entry: Entry, target_path: str) -> str | None:
+        """Hardlink ``entry`` to ``target_path``; ``None`` if the target does not exist yet.
+
+        The target is resolved inside the root with its last component not
+        followed, so a link to a symlink links the symlink itself.
+        """
+        thead, _, tname = target_path.rpartition("/")
+        try:
+            tfd, tphys = self.walk(thead, create=False)
+        except FileNotFoundError:
+            return None
+        try:
+            try:
+                st = os.stat(tname, dir_fd=tfd, follow_symlinks=False)
+            except FileNotFoundError:
+                return None
+            if stat.S_ISDIR(st.st_mode):
+                raise BadInputError(f"hardlink to a directory: {target_path}")
+            dfd, parent_phys, name = self.parent(entry.path)
+            phys = self.join(parent_phys, name)
+            if phys == self.join(tphys, tname):
+                return phys  # a link to itself: already in place
+            try:
+                os.link(tname, name, src_dir_fd=tfd, dst_dir_fd=dfd, follow_symlinks=False)
+            except FileExistsError:
+                self._replace(dfd, name, phys)
+                os.link(tname, name, src_dir_fd=tfd, dst_dir_fd=dfd, follow_symlinks=False)
+            return phys
+        finally:
+            os.close(tfd)
+
+    # -- metadata -----------------------------------------------------------
+
+    def _ids(self, entry: Entry) -> tuple[int, int]:
+        return (
+            map_id(entry.uid, self.options.uid_maps, "uid"),
+            map_id(entry.gid, self.options.gid_maps, "gid"),
+        )
+
+    def _own(self, fd: int, entry: Entry) -> None:
+        uid, gid = self._ids(entry)
+        if self.privileged:
+            os.fchown(fd, uid, gid)
+        elif uid or gid:
+            self._record_owner_fd(fd, entry, uid, gid)
+
+    def _own_by_name(self, dfd: int, name: str, entry: Entry) -> None:
+        uid, gid = self._ids(entry)
+        if self.privileged:
+            os.chown(name, uid, gid, dir_fd=dfd, follow_symlinks=False)
+        elif uid or gid:
+            try:
+                xattrs.set_on_link(
+                    dfd, name, "user.rootlesscontainers", xattrs.rootless_owner_record(uid, gid)
+                )
+            except OSError as e:
+                self._xattr_failed(entry, "user.rootlesscontainers", e)
+
+    def _record_owner_fd(self, fd: int, entry: Entry, uid: int, gid: int) -> None:
+        # umoci's rootless convention: the owner we could not set, as an xattr.
+        try:
+            xattrs.set_on_fd(fd, "user.rootlesscontainers", xattrs.rootless_owner_record(uid, gid))
+        except OSError as e:
+            self._xattr_failed(entry, "user.rootlesscontainers", e)
+
+    def _wanted_xattrs(self, entry: Entry) -> dict[str, bytes]:
+        if self.privileged or "user.rootlesscontainers" not in entry.xattrs:
+            return entry.xattrs
+        self.notify("xattr_skipped", entry.path, "user.rootlesscontainers from the layer dropped")
+        return {k: v for k, v in entry.xattrs.items() if k != "user.rootlesscontainers"}
+
+    def _set_xattrs_fd(self, fd: int, entry: Entry, replace: bool) -> None:
+        wanted = self._wanted_xattrs(entry)
+        if replace:
+            # A directory entry over a directory replaces its xattrs: stale ones go.
+            keep_owner = not self.privileged
+            for key in xattrs.list_on_fd(fd):
+                if key in wanted or (keep_owner and key == "user.rootlesscontainers"):
+                    continue
+                try:
+                    xattrs.remove_on_fd(fd, key)
+                except OSError as e:
+                    self._xattr_failed(entry, key, e)
+        for key, value in wanted.items():
+            try:
+                xattrs.set_on_fd(fd, key, value)
+            except OSError as e:
+                self._xattr_failed(entry, key, e)
+
+    def _set_xattrs_link(self, dfd: int, name: str, entry: Entry) -> None:
+        for key, value in self._wanted_xattrs(entry).items():
+            try:
+                xattrs.set_on_link(dfd, name, key, value)
+            except OSError as e:
+                self._xattr_failed(entry, key, e)
+
+    def _xattr_failed(self, entry: Entry, key: str, e: OSError) -> None:
+        if e.errno not in xattrs.TOLERATED:
+            raise e
+        self.notify("xattr_skipped", entry.path, f"{key}: {os.strerror(e.errno or 0)}")
+
+    def finish(self) -> None:
+        """Give directories their final mode and times, deepest first."""
+        self._forget()
+        self._close_stale()
+        for phys in sorted(self._dirmeta, key=lambda p: p.count("/") + bool(p), reverse=True):
+            mode, atime, mtime = self._dirmeta[phys]
+            fd = self._open_physical_dir(phys)
+            if fd is None:
+                continue
+            try:
+                os.fchmod(fd, mode)
+                os.utime(fd, ns=(atime, mtime))
+            finally:
+                os.close(fd)
+        self._dirmeta.clear()
+
+    def _open_physical_dir(self, phys: str) -> int | None:
+        """Open a directory by its physical path, following no symlink at all."""
+        fd = os.dup(self.fd)
+        for part in phys.split("/") if phys else []:
+            try:
+                nxt = os.open(
+                    part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
+                )
+            except OSError:
+                os.close(fd)
+                return None
+            os.close(fd)
+            fd = nxt
+        return fd
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
