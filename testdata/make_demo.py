@@ -1,0 +1,109 @@
+"""Regenerate testdata/demo/: a three-layer stack that `make demo` applies.
+
+The bytes are reproducible (fixed mtimes, gzip mtime 0, entries in a fixed
+order), so `python testdata/make_demo.py --check` can prove the committed
+files are what this script makes.
+
+1-base.tar.gz    a small usrmerge-style base: /bin -> usr/bin, git and its
+                 hardlink in git-core (the kaniko #282 pair), /tmp with the sticky bit
+2-update.tar.zst whiteouts a file, makes apt's cache opaque, turns /usr/bin/git
+                 into a symlink to the git-core hardlink, turns a directory into a file
+3-app.tar        plain tar: an app with a hardlink to a file from layer 1
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import sys
+import tarfile
+from pathlib import Path
+
+import zstandard
+
+HERE = Path(__file__).resolve().parent / "demo"
+MTIME = 1_700_000_000
+
+
+def _tar(entries: list[tuple[str, str, object, int]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for kind, name, payload, mode in entries:
+            info = tarfile.TarInfo(name)
+            info.mtime, info.mode, info.uname, info.gname = MTIME, mode, "", ""
+            data = None
+            if kind == "dir":
+                info.type = tarfile.DIRTYPE
+            elif kind == "file":
+                assert isinstance(payload, bytes)
+                info.size, data = len(payload), io.BytesIO(payload)
+            elif kind == "symlink":
+                info.type, info.linkname = tarfile.SYMTYPE, str(payload)
+            elif kind == "hardlink":
+                info.type, info.linkname = tarfile.LNKTYPE, str(payload)
+            tf.addfile(info, data)
+    return buf.getvalue()
+
+
+def layers() -> dict[str, bytes]:
+    base = _tar([
+        ("dir", "etc", None, 0o755),
+        ("file", "etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644),
+        ("file", "etc/shadow", b"root:*:19000:0:99999:7:::\n", 0o640),
+        ("dir", "usr", None, 0o755),
+        ("dir", "usr/bin", None, 0o755),
+        ("symlink", "bin", "usr/bin", 0o777),
+        ("file", "usr/bin/git", b"#!/bin/sh\necho 'git version 2.0 (demo)'\n", 0o755),
+        ("dir", "usr/libexec", None, 0o755),
+        ("dir", "usr/libexec/git-core", None, 0o755),
+        ("hardlink", "usr/libexec/git-core/git", "usr/bin/git", 0o755),
+        ("dir", "usr/share", None, 0o755),
+        ("dir", "usr/share/doc", None, 0o755),
+        ("file", "usr/share/doc/README", b"base docs\n", 0o644),
+        ("dir", "var", None, 0o755),
+        ("dir", "var/cache", None, 0o755),
+        ("dir", "var/cache/apt", None, 0o755),
+        ("file", "var/cache/apt/pkgcache.bin", b"old cache\n", 0o644),
+        ("dir", "tmp", None, 0o1777),
+    ])
+    update = _tar([
+        ("dir", "etc", None, 0o755),
+        ("file", "etc/.wh.shadow", b"", 0o644),
+        ("file", "etc/os-release", b"NAME=demo\n", 0o644),
+        ("dir", "var/cache/apt", None, 0o755),
+        ("file", "var/cache/apt/.wh..wh..opq", b"", 0o644),
+        ("file", "var/cache/apt/srcpkgcache.bin", b"new cache\n", 0o644),
+        ("symlink", "usr/bin/git", "/usr/libexec/git-core/git", 0o777),
+        ("file", "usr/share/doc", b"docs were removed from this image\n", 0o644),
+    ])
+    app = _tar([
+        ("dir", "app", None, 0o755),
+        ("file", "app/run.sh", b"#!/bin/sh\nexec git --version\n", 0o755),
+        ("hardlink", "app/passwd.orig", "etc/passwd", 0o644),
+    ])
+    return {
+        "1-base.tar.gz": gzip.compress(base, mtime=0),
+        "2-update.tar.zst": zstandard.ZstdCompressor(level=3).compress(update),
+        "3-app.tar": app,
+    }
+
+
+def main() -> int:
+    check = "--check" in sys.argv[1:]
+    HERE.mkdir(exist_ok=True)
+    stale = []
+    for name, data in layers().items():
+        path = HERE / name
+        if check:
+            if not path.exists() or path.read_bytes() != data:
+                stale.append(name)
+        else:
+            path.write_bytes(data)
+    if stale:
+        print("stale:", ", ".join(stale), "(run python testdata/make_demo.py)")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
