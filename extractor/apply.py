@@ -92,6 +92,10 @@ def apply_layers(
             root.finish()
         except OSError as e:
             raise OperationalError(f"setting directory metadata: {e.strerror}") from None
+    except ExtractorError as e:
+        result.seconds = time.monotonic() - started
+        e.partial = result
+        raise
     finally:
         root.close()
         if options.progress is not None:

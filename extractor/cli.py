@@ -193,7 +193,8 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         result = apply_layers(args.dest, sources, options)
     except ExtractorError as e:
         if args.report:
-            _write_report(args.report, None, e)
+            partial = e.partial if isinstance(e.partial, ApplyResult) else None
+            _write_report(args.report, partial, e)
         raise
     if args.report:
         _write_report(args.report, result, None)

@@ -30,6 +30,8 @@ class ExtractorError(Exception):
         self.message = message
         self.layer = layer
         self.entry = entry
+        # What was done before the failure (an ApplyResult), for --report.
+        self.partial: object | None = None
 
     def with_context(self, *, layer: str | None = None, entry: str | None = None) -> ExtractorError:
         """Fill in the layer and entry if they are not known yet; returns self."""

@@ -43,9 +43,31 @@ def configure(verbosity: int = 0, fmt: str = "console", stream: TextIO | None = 
     )
 
 
+_quiet_default: Any = None
+
+
 def get_logger() -> Any:
-    """The package logger (a bound structlog logger)."""
-    return structlog.get_logger("extractor")
+    """The package logger (a bound structlog logger).
+
+    When the application has configured structlog (the CLI does, through
+    ``configure``), its configuration is used. Otherwise a library caller gets
+    warnings only, on stderr, without touching structlog's global settings.
+    """
+    global _quiet_default
+    if structlog.is_configured():
+        return structlog.get_logger("extractor")
+    if _quiet_default is None:
+        _quiet_default = structlog.wrap_logger(
+            structlog.PrintLogger(sys.stderr),
+            processors=[
+                structlog.processors.add_log_level,
+                structlog.dev.ConsoleRenderer(
+                    colors=False, exception_formatter=structlog.dev.plain_traceback
+                ),
+            ],
+            wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        )
+    return _quiet_default
 
 
 def debug_enabled() -> bool:

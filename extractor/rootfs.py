@@ -379,11 +379,7 @@ class Root:
             st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
                 merged = True
-            elif (
-                stat.S_ISLNK(st.st_mode)
-                and self.options.keep_dirlinks
-                and self._is_dirlink(dfd, name)
-            ):
+            elif stat.S_ISLNK(st.st_mode) and self.options.keep_dirlinks and self._is_dirlink(phys):
                 # usrmerge: keep the link; what goes below it is resolved inside the root.
                 return
             else:
@@ -399,10 +395,10 @@ class Root:
             os.close(fd)
         self._dirmeta[phys] = (entry.mode, entry.atime_ns or entry.mtime_ns, entry.mtime_ns)
 
-    def _is_dirlink(self, dfd: int, name: str) -> bool:
-        parent_phys = self._cached[2] if self._cached else ""
+    def _is_dirlink(self, phys: str) -> bool:
+        """Whether ``phys`` is a symlink that resolves to a directory inside the root."""
         try:
-            fd, _ = self.walk(self.join(parent_phys, name), create=False)
+            fd, _ = self.walk(phys, create=False)
         except (FileNotFoundError, UnsafeEntryError):
             return False
         os.close(fd)
