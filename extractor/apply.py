@@ -139,7 +139,7 @@ class _LayerApplier:
 
     def run(self, source: LayerSource) -> None:
         started = time.monotonic()
-        entry_name: str | None = None
+        tar: TarReader | None = None  # names the entry at hand, for errors
         try:
             with LayerStream(source) as stream:
                 report = self.report
@@ -147,12 +147,7 @@ class _LayerApplier:
                 tar = TarReader(stream)
                 if self.progress is not None:
                     self.progress.start(self.label, _size_of(source))
-                while True:
-                    entry_name = None
-                    entry = tar.next()
-                    if entry is None:
-                        break
-                    entry_name = entry.name
+                while (entry := tar.next()) is not None:
                     report.entries += 1
                     if self.debug:
                         self.log.debug(
@@ -161,17 +156,18 @@ class _LayerApplier:
                     self._apply(entry, tar.read_data)
                     if self.progress is not None:
                         self.progress.update(stream.raw_bytes)
-                entry_name = None
+                tar = None
                 self._end_of_layer()
                 report.digest, report.diff_id = stream.finish()
                 report.size = stream.raw_bytes
                 report.uncompressed_size = stream.uncompressed_size
         except ExtractorError as e:
+            entry_name = tar.current if tar is not None else None
             raise e.with_context(layer=self.label, entry=entry_name) from None
         except OSError as e:
+            entry_name = tar.current if tar is not None else None
             cls = BadInputError if e.errno in _INPUT_ERRNOS else OperationalError
-            what = e.strerror or str(e)
-            raise cls(what, layer=self.label, entry=entry_name) from None
+            raise cls(e.strerror or str(e), layer=self.label, entry=entry_name) from None
         self.report.seconds = time.monotonic() - started
 
     def _apply(self, entry: Entry, read: Callable[[int], bytes]) -> None:
@@ -200,7 +196,11 @@ class _LayerApplier:
             report.hardlinks += 1
             self._hardlink(entry.path, entry.linkname)
             return
-        state.wrote(root.write(entry, read))
+        physical = root.write(entry, read)
+        if physical is None:
+            report.skipped += 1
+            return
+        state.wrote(physical)
         self._count(entry)
         if entry.path in state.links_to:
             self._remake_links(entry.path)

@@ -198,7 +198,11 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         raise
     if args.report:
         _write_report(args.report, result, None)
-    if not args.quiet:
+    if args.quiet:
+        pass
+    elif args.log_format == "json":
+        logs.get_logger().warning("apply_finished", summary=summary(result), **_totals(result))
+    else:
         print(summary(result), file=sys.stderr)
     return EXIT_OK
 
@@ -225,18 +229,22 @@ def report_dict(result: ApplyResult | None, error: ExtractorError | None) -> dic
         doc["dest"] = result.dest
         doc["rootless"] = result.rootless
         doc["layers"] = [asdict(layer) for layer in result.layers]
-        doc["totals"] = {
-            "layers": len(result.layers),
-            "entries": result.entries,
-            "bytes": result.bytes,
-            "warnings": len(result.warnings),
-            "seconds": round(result.seconds, 4),
-        }
+        doc["totals"] = _totals(result)
         doc["warnings"] = [asdict(w) for w in result.warnings]
     doc["exit_code"] = EXIT_OK if error is None else error.exit_code
     if error is not None:
         doc["error"] = {"message": str(error), "layer": error.layer, "entry": error.entry}
     return doc
+
+
+def _totals(result: ApplyResult) -> dict[str, Any]:
+    return {
+        "layers": len(result.layers),
+        "entries": result.entries,
+        "bytes": result.bytes,
+        "warnings": len(result.warnings),
+        "seconds": round(result.seconds, 4),
+    }
 
 
 def _write_report(target: str, result: ApplyResult | None, error: ExtractorError | None) -> None:

@@ -31,6 +31,7 @@ CHUNK = 1 << 20
 
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_PRIVILEGED_XATTRS = ("security.", "trusted.")  # skipped when rootless
 _SPECIAL = {Kind.FIFO: stat.S_IFIFO, Kind.CHAR: stat.S_IFCHR, Kind.BLOCK: stat.S_IFBLK}
 
 
@@ -204,6 +205,8 @@ class Root:
             self._forget()
             self._close_stale()
             fd, phys = self.walk(head, create=True)
+            if not self.privileged:
+                self._unlock(fd, phys)  # a read-only directory from an earlier run
             self._cached = cached = (head, fd, phys)
         return cached[1], cached[2], name
 
@@ -314,8 +317,12 @@ class Root:
         except FileNotFoundError:
             pass
 
-    def write(self, entry: Entry, read: Callable[[int], bytes]) -> str:
-        """Create ``entry`` (not a hardlink) at its path; returns its physical path."""
+    def write(self, entry: Entry, read: Callable[[int], bytes]) -> str | None:
+        """Create ``entry`` (not a hardlink) at its path; returns its physical path.
+
+        ``None`` means the entry was skipped (a device node without privilege);
+        whatever lower layers had at its path is gone all the same.
+        """
         if not entry.path:
             return self._write_root(entry)
         dfd, parent_phys, name = self.parent(entry.path)
@@ -327,8 +334,8 @@ class Root:
             self._write_dir(dfd, name, phys, entry)
         elif kind is Kind.SYMLINK:
             self._write_symlink(dfd, name, phys, entry)
-        else:
-            self._write_special(dfd, name, phys, entry)
+        elif not self._write_special(dfd, name, phys, entry):
+            return None
         return phys
 
     def _write_root(self, entry: Entry) -> str:
@@ -412,18 +419,13 @@ class Root:
             os.symlink(entry.linkname, name, dir_fd=dfd)
         self._own_by_name(dfd, name, entry)
         self._set_xattrs_link(dfd, name, entry)
-        os.utime(
-            name,
-            ns=(entry.atime_ns or entry.mtime_ns, entry.mtime_ns),
-            dir_fd=dfd,
-            follow_symlinks=False,
-        )
+        _set_times(dfd, name, entry)
 
-    def _write_special(self, dfd: int, name: str, phys: str, entry: Entry) -> None:
+    def _write_special(self, dfd: int, name: str, phys: str, entry: Entry) -> bool:
         if entry.kind is not Kind.FIFO and not self.privileged:
             self._replace(dfd, name, phys)
             self.notify("device_skipped", entry.path, "device nodes need root")
-            return
+            return False
         device = os.makedev(entry.devmajor, entry.devminor)
         mode = _SPECIAL[entry.kind] | 0o600
         try:
@@ -435,12 +437,8 @@ class Root:
         # We just made this node and it is not a symlink, so chmod cannot follow one.
         os.chmod(name, entry.mode, dir_fd=dfd)
         self._set_xattrs_link(dfd, name, entry)
-        os.utime(
-            name,
-            ns=(entry.atime_ns or entry.mtime_ns, entry.mtime_ns),
-            dir_fd=dfd,
-            follow_symlinks=False,
-        )
+        _set_times(dfd, name, entry)
+        return True
 
     def link(self, entry: Entry, target_path: str) -> str | None:
         """Hardlink ``entry`` to ``target_path``; ``None`` if the target does not exist yet.
@@ -493,12 +491,9 @@ class Root:
         if self.privileged:
             os.chown(name, uid, gid, dir_fd=dfd, follow_symlinks=False)
         elif uid or gid:
-            try:
-                xattrs.set_on_link(
-                    dfd, name, "user.rootlesscontainers", xattrs.rootless_owner_record(uid, gid)
-                )
-            except OSError as e:
-                self._xattr_failed(entry, "user.rootlesscontainers", e)
+            # Linux allows no user.* xattr on symlinks and special files, so the
+            # owner cannot be recorded the umoci way: say so instead.
+            self.notify("owner_not_recorded", entry.path, f"{uid}:{gid} (rootless)")
 
     def _record_owner_fd(self, fd: int, entry: Entry, uid: int, gid: int) -> None:
         # umoci's rootless convention: the owner we could not set, as an xattr.
@@ -508,10 +503,16 @@ class Root:
             self._xattr_failed(entry, "user.rootlesscontainers", e)
 
     def _wanted_xattrs(self, entry: Entry) -> dict[str, bytes]:
-        if self.privileged or "user.rootlesscontainers" not in entry.xattrs:
+        if self.privileged or not entry.xattrs:
             return entry.xattrs
-        self.notify("xattr_skipped", entry.path, "user.rootlesscontainers from the layer dropped")
-        return {k: v for k, v in entry.xattrs.items() if k != "user.rootlesscontainers"}
+        wanted = {}
+        for key, value in entry.xattrs.items():
+            if key.startswith(_PRIVILEGED_XATTRS) or key == "user.rootlesscontainers":
+                # umoci drops a layer's own rootlesscontainers record too: ours is the truth.
+                self.notify("xattr_skipped", entry.path, f"{key}: needs root (rootless)")
+            else:
+                wanted[key] = value
+        return wanted
 
     def _set_xattrs_fd(self, fd: int, entry: Entry, replace: bool) -> None:
         wanted = self._wanted_xattrs(entry)
@@ -573,6 +574,12 @@ class Root:
             os.close(fd)
             fd = nxt
         return fd
+
+
+def _set_times(dfd: int, name: str, entry: Entry) -> None:
+    """Set a name's times without following it (symlinks keep their targets' times)."""
+    times = (entry.atime_ns or entry.mtime_ns, entry.mtime_ns)
+    os.utime(name, ns=times, dir_fd=dfd, follow_symlinks=False)
 
 
 def _write_all(fd: int, data: bytes) -> None:

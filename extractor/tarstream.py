@@ -184,7 +184,8 @@ class TarReader:
 
     def next(self) -> Entry | None:
         """The next entry, or ``None`` after the end-of-archive marker or at EOF."""
-        self._skip_rest()
+        self._skip_rest()  # a truncation here still blames the previous entry
+        self.current = None
         pax: dict[str, bytes] = {}
         sparse_runs: list[int] = []  # PAX 0.0 offset/numbytes pairs, flattened
         long_name: bytes | None = None

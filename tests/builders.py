@@ -27,8 +27,16 @@ class Layer:
         self.format = fmt
         self.members: list[tuple[tarfile.TarInfo, bytes | None]] = []
 
-    def _info(self, name: str, kind: bytes, mode: int, uid: int, gid: int, mtime: float,
-              xattrs: dict[str, bytes] | None) -> tarfile.TarInfo:
+    def _info(
+        self,
+        name: str,
+        kind: bytes,
+        mode: int,
+        uid: int,
+        gid: int,
+        mtime: float,
+        xattrs: dict[str, bytes] | None,
+    ) -> tarfile.TarInfo:
         info = tarfile.TarInfo(name)
         info.type = kind
         info.mode = mode
@@ -37,8 +45,7 @@ class Layer:
         info.mtime = mtime
         if xattrs:
             info.pax_headers = {
-                f"SCHILY.xattr.{k}": v.decode("utf-8", "surrogateescape")
-                for k, v in xattrs.items()
+                f"SCHILY.xattr.{k}": v.decode("utf-8", "surrogateescape") for k, v in xattrs.items()
             }
         return info
 
@@ -47,20 +54,36 @@ class Layer:
         self.members.append((info, data))
         return self
 
-    def file(self, name: str, data: bytes = b"", mode: int = 0o644, uid: int = 0, gid: int = 0,
-             mtime: float = MTIME, xattrs: dict[str, bytes] | None = None) -> Layer:
+    def file(
+        self,
+        name: str,
+        data: bytes = b"",
+        mode: int = 0o644,
+        uid: int = 0,
+        gid: int = 0,
+        mtime: float = MTIME,
+        xattrs: dict[str, bytes] | None = None,
+    ) -> Layer:
         """A regular file with ``data``."""
         info = self._info(name, tarfile.REGTYPE, mode, uid, gid, mtime, xattrs)
         info.size = len(data)
         return self.add(info, data)
 
-    def dir(self, name: str, mode: int = 0o755, uid: int = 0, gid: int = 0,
-            mtime: float = MTIME, xattrs: dict[str, bytes] | None = None) -> Layer:
+    def dir(
+        self,
+        name: str,
+        mode: int = 0o755,
+        uid: int = 0,
+        gid: int = 0,
+        mtime: float = MTIME,
+        xattrs: dict[str, bytes] | None = None,
+    ) -> Layer:
         """A directory."""
         return self.add(self._info(name, tarfile.DIRTYPE, mode, uid, gid, mtime, xattrs))
 
-    def symlink(self, name: str, target: str, uid: int = 0, gid: int = 0,
-                mtime: float = MTIME) -> Layer:
+    def symlink(
+        self, name: str, target: str, uid: int = 0, gid: int = 0, mtime: float = MTIME
+    ) -> Layer:
         """A symlink whose target is stored verbatim."""
         info = self._info(name, tarfile.SYMTYPE, 0o777, uid, gid, mtime, None)
         info.linkname = target
@@ -72,13 +95,23 @@ class Layer:
         info.linkname = target
         return self.add(info)
 
-    def fifo(self, name: str, mode: int = 0o644, uid: int = 0, gid: int = 0,
-             mtime: float = MTIME) -> Layer:
+    def fifo(
+        self, name: str, mode: int = 0o644, uid: int = 0, gid: int = 0, mtime: float = MTIME
+    ) -> Layer:
         """A named pipe."""
         return self.add(self._info(name, tarfile.FIFOTYPE, mode, uid, gid, mtime, None))
 
-    def device(self, name: str, kind: str = "char", major: int = 1, minor: int = 3,
-               mode: int = 0o666, uid: int = 0, gid: int = 0, mtime: float = MTIME) -> Layer:
+    def device(
+        self,
+        name: str,
+        kind: str = "char",
+        major: int = 1,
+        minor: int = 3,
+        mode: int = 0o666,
+        uid: int = 0,
+        gid: int = 0,
+        mtime: float = MTIME,
+    ) -> Layer:
         """A character (``kind="char"``) or block device node."""
         ttype = tarfile.CHRTYPE if kind == "char" else tarfile.BLKTYPE
         info = self._info(name, ttype, mode, uid, gid, mtime, None)
@@ -97,8 +130,9 @@ class Layer:
     def tar(self) -> bytes:
         """The uncompressed tar bytes."""
         buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w", format=self.format,
-                          encoding="utf-8", errors="surrogateescape") as tf:
+        with tarfile.open(
+            fileobj=buf, mode="w", format=self.format, encoding="utf-8", errors="surrogateescape"
+        ) as tf:
             for info, data in self.members:
                 tf.addfile(info, io.BytesIO(data) if data is not None else None)
         return buf.getvalue()

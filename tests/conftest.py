@@ -15,15 +15,25 @@ import pytest
 IS_ROOT = os.geteuid() == 0
 
 
+_OUR_BASETEMP: list[str] = []
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # Trees are made and removed by the thousand; tmpfs is ~30x cheaper than this disk.
     if config.option.basetemp is None and os.path.isdir("/dev/shm"):
         config.option.basetemp = tempfile.mkdtemp(prefix="extractor-tests-", dir="/dev/shm")
+        _OUR_BASETEMP.append(config.option.basetemp)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for path in _OUR_BASETEMP:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    skip_root = pytest.mark.skip(reason="needs uid 0 (ownership, devices, security xattrs); "
-                                        "CI runs as root")
+    skip_root = pytest.mark.skip(
+        reason="needs uid 0 (ownership, devices, security xattrs); CI runs as root"
+    )
     for item in items:
         if "root" in item.keywords and not IS_ROOT:
             item.add_marker(skip_root)
@@ -43,7 +53,12 @@ def snapshot(top: Path) -> dict[str, tuple[object, ...]]:
             elif stat.S_ISLNK(st.st_mode):
                 extra = os.readlink(path)
             out[os.path.relpath(path, top)] = (
-                st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_nlink, extra,
+                st.st_mode,
+                st.st_uid,
+                st.st_gid,
+                st.st_mtime_ns,
+                st.st_nlink,
+                extra,
             )
     st = os.lstat(top)
     out["."] = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns)
