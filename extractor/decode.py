@@ -118,12 +118,81 @@ class _GzipReader:
         self._done = True
 
 
+class _ZstdFrames:
+    """Follows zstd frame structure over the raw bytes, to catch truncation.
+
+    ``stream_reader`` returns a clean end of data when its source ends
+    inside a frame, so a cut layer would pass as a shorter one. This walks
+    the frame and block headers (RFC 8878 section 3.1) as the bytes go by,
+    skipping block contents, and at the end insists on a frame boundary.
+    """
+
+    def __init__(self, raw: Readable):
+        self._raw = raw
+        self._need = 4  # header bytes wanted before the next decision
+        self._head = b""
+        self._skip = 0  # content bytes to pass over
+        self._state = "magic"
+        self._checksum = False
+
+    def read(self, n: int = -1, /) -> bytes:
+        data = self._raw.read(n)
+        if not data:
+            if self._state != "magic" or self._head or self._skip:
+                raise BadInputError("truncated zstd stream (ends inside a frame)")
+            return data
+        view = memoryview(data)
+        while view:
+            if self._skip:
+                step = min(self._skip, len(view))
+                self._skip -= step
+                view = view[step:]
+                continue
+            take = self._need - len(self._head)
+            self._head += bytes(view[:take])
+            view = view[take:]
+            if len(self._head) == self._need:
+                head, self._head = self._head, b""
+                self._advance(head)
+        return data
+
+    def _advance(self, head: bytes) -> None:
+        state = self._state
+        if state == "magic":
+            if head == ZSTD_MAGIC:
+                self._state, self._need = "fhd", 1
+            elif _is_zstd_skippable(head):
+                self._state, self._need = "skippable", 4
+            else:
+                raise BadInputError("corrupt zstd data: unknown frame magic")
+        elif state == "skippable":
+            self._skip = int.from_bytes(head, "little")
+            self._state, self._need = "magic", 4
+        elif state == "fhd":
+            fhd = head[0]
+            single = fhd >> 5 & 1
+            self._checksum = bool(fhd >> 2 & 1)
+            rest = (0 if single else 1) + (0, 1, 2, 4)[fhd & 3]
+            rest += (single, 2, 4, 8)[fhd >> 6]
+            self._skip = rest
+            self._state, self._need = "block", 3
+        elif state == "block":
+            header = int.from_bytes(head, "little")
+            kind, size = header >> 1 & 3, header >> 3
+            if kind == 3:
+                raise BadInputError("corrupt zstd data: reserved block type")
+            self._skip = 1 if kind == 1 else size
+            if header & 1:  # last block of the frame
+                self._skip += 4 if self._checksum else 0
+                self._state, self._need = "magic", 4
+
+
 class _ZstdReader:
     """zstd through ``stream_reader``, which reads every frame, skippable ones too."""
 
     def __init__(self, raw: Readable):
         self._reader = zstandard.ZstdDecompressor().stream_reader(
-            raw,  # type: ignore[arg-type]  # it only calls read()
+            _ZstdFrames(raw),  # type: ignore[arg-type]  # it only calls read()
             read_size=CHUNK,
             read_across_frames=True,
         )

@@ -63,23 +63,28 @@ def _number(field: bytes, what: str) -> int:
         raise BadInputError(f"invalid tar header: bad {what} field {digits!r}") from None
 
 
+def _is_digits(text: str) -> bool:
+    # int() also takes "1_000", " 7" and non-ASCII digits; tar numbers are plain ASCII.
+    return text.isascii() and text.isdigit()
+
+
 def _decimal(value: str, what: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise BadInputError(f"invalid PAX record: {what}={value!r}") from None
+    digits = value[1:] if value.startswith("-") else value
+    if not _is_digits(digits):
+        raise BadInputError(f"invalid PAX record: {what}={value!r}")
+    return int(value)
 
 
 def _pax_time_ns(value: str) -> int:
-    sec, _, frac = value.partition(".")
-    try:
-        ns = int(sec) * 1_000_000_000
-        if frac:
-            sign = -1 if sec.startswith("-") else 1
-            ns += sign * int(frac[:9].ljust(9, "0"))
-        return ns
-    except ValueError:
-        raise BadInputError(f"invalid PAX time {value!r}") from None
+    sec, dot, frac = value.partition(".")
+    whole = sec[1:] if sec.startswith("-") else sec
+    if not _is_digits(whole) or (dot and not _is_digits(frac)):
+        raise BadInputError(f"invalid PAX time {value!r}")
+    ns = int(sec) * 1_000_000_000
+    if frac:
+        sign = -1 if sec.startswith("-") else 1
+        ns += sign * int(frac[:9].ljust(9, "0"))
+    return ns
 
 
 def parse_pax(data: bytes) -> list[tuple[str, bytes]]:
@@ -92,10 +97,9 @@ def parse_pax(data: bytes) -> list[tuple[str, bytes]]:
         space = data.find(b" ", pos, pos + 20)
         if space < 0:
             raise BadInputError("invalid PAX record: no length")
-        try:
-            length = int(data[pos:space])
-        except ValueError:
-            raise BadInputError("invalid PAX record: bad length") from None
+        if not data[pos:space].isdigit():
+            raise BadInputError("invalid PAX record: bad length")
+        length = int(data[pos:space])
         end = pos + length
         if length <= space - pos + 1 or end > len(data) or data[end - 1 : end] != b"\n":
             raise BadInputError("invalid PAX record: length does not match")
@@ -193,6 +197,8 @@ class TarReader:
         while True:
             block = self._read_block_or_eof()
             if block is None:
+                if pax or long_name is not None or long_link is not None:
+                    raise BadInputError("truncated tar: extended header with no entry after it")
                 return None
             if block == ZERO_BLOCK:
                 second = self._read_block_or_eof()
@@ -229,7 +235,10 @@ class TarReader:
             )
 
     def _check(self, block: bytes) -> None:
-        stored = _number(block[148:156], "checksum")
+        try:
+            stored = _number(block[148:156], "checksum")
+        except BadInputError:
+            stored = -1
         unsigned = sum(block) - sum(block[148:156]) + 8 * 32
         if stored != unsigned:
             # Some old writers summed signed chars.
