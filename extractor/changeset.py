@@ -49,10 +49,13 @@ def classify(entry: Entry) -> Decision:
     """
     path = entry.path
     head, _, base = path.rpartition("/")
+    if path.startswith(WH_META_PREFIX) and path != OPAQUE:
+        # AUFS bookkeeping at the top (.wh..wh.aufs, .wh..wh.orph/, .wh..wh.plnk/),
+        # skipped as Docker skips it, except the content of hardlinked files.
+        if head == PLNK_DIR and entry.kind is Kind.FILE:
+            return Decision(Action.PLNK, path)
+        return Decision(Action.SKIP, path)
     if f"/{WH_PREFIX}" in f"/{head}":
-        top = head.split("/", 1)[0]
-        if top == PLNK_DIR and "/" not in head:
-            return Decision(Action.PLNK if entry.kind is Kind.FILE else Action.SKIP, path)
         raise BadInputError("a whiteout name used as a directory")
     if not base.startswith(WH_PREFIX):
         return Decision(Action.WRITE, path)

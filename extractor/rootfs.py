@@ -446,6 +446,8 @@ class Root:
         The target is resolved inside the root with its last component not
         followed, so a link to a symlink links the symlink itself.
         """
+        if not entry.path:
+            raise UnsafeEntryError("refusing to change the root directory into a hardlink")
         thead, _, tname = target_path.rpartition("/")
         try:
             tfd, tphys = self.walk(thead, create=False)
