@@ -136,6 +136,7 @@ class _LayerApplier:
         self.debug = logs.debug_enabled()
         self.log = logs.get_logger()
         self.plnk = False
+        self.remaking: set[str] = set()
 
     def run(self, source: LayerSource) -> None:
         started = time.monotonic()
@@ -243,9 +244,16 @@ class _LayerApplier:
             self._remake_links(path)
 
     def _remake_links(self, target: str) -> None:
-        for path in list(self.state.links_to.get(target, ())):
-            if path != target:
-                self._hardlink(path, target)
+        # Links may point at each other (a -> b, b -> a): remake each group once.
+        if target in self.remaking:
+            return
+        self.remaking.add(target)
+        try:
+            for path in list(self.state.links_to.get(target, ())):
+                if path != target:
+                    self._hardlink(path, target)
+        finally:
+            self.remaking.discard(target)
 
     def _end_of_layer(self) -> None:
         if self.state.unmade:
