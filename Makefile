@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := umoci pigz zstd libarchive-tools util-linux time
+APT_PACKAGES := umoci skopeo pigz zstd libarchive-tools util-linux time
 
 .PHONY: all venv demo test lint unit system-deps bench clean
 

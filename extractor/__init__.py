@@ -9,7 +9,7 @@ The public API::
 Errors are ``ExtractorError`` subclasses; each has an ``exit_code``.
 """
 
-from .apply import ApplyOptions, apply_layers
+from .apply import ApplyOptions, LayerInput, apply_layers
 from .errors import (
     BadInputError,
     ExtractorError,
@@ -30,6 +30,7 @@ __all__ = [
     "ExtractorError",
     "IdMap",
     "Kind",
+    "LayerInput",
     "LayerReport",
     "NotFoundError",
     "Notice",

@@ -10,6 +10,7 @@ import errno
 import os
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -28,6 +29,23 @@ _INPUT_ERRNOS = {errno.ENAMETOOLONG, errno.EMLINK}
 
 
 @dataclass(frozen=True, slots=True)
+class LayerInput:
+    """A layer plus what it is expected to be, checked as it streams.
+
+    ``source`` is a path, a binary stream, or a function that opens one (so
+    an image's layers are opened one at a time). ``digest`` and ``size`` are
+    the blob's as a descriptor names them; ``diff_id`` is the sha256 of the
+    uncompressed tar, as an image config lists it. ``None`` means unchecked.
+    """
+
+    source: LayerSource | Callable[[], IO[bytes]]
+    name: str | None = None
+    digest: str | None = None
+    size: int | None = None
+    diff_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ApplyOptions:
     """Options of an apply. ``rootless`` is implied when not running as root."""
 
@@ -35,28 +53,31 @@ class ApplyOptions:
     uid_maps: tuple[IdMap, ...] = ()
     gid_maps: tuple[IdMap, ...] = ()
     keep_dirlinks: bool = False
+    verify: bool = True  # check LayerInput digests, sizes and DiffIDs
     progress: logs.Progress | None = None
 
 
-def _label(index: int, count: int, source: LayerSource) -> str:
+def _name_of(layer: LayerInput) -> str:
+    if layer.name is not None:
+        return layer.name
+    source = layer.source
     if isinstance(source, (str, os.PathLike)):
-        name = os.fspath(source)
-    else:
-        name = str(getattr(source, "name", "<stream>"))
-    return f"{index + 1}/{count} ({name})"
+        return os.fspath(source)
+    return str(getattr(source, "name", "<stream>"))
 
 
 def apply_layers(
     dest: str | os.PathLike[str],
-    layers: Sequence[LayerSource],
+    layers: Sequence[LayerSource | LayerInput],
     options: ApplyOptions | None = None,
 ) -> ApplyResult:
     """Apply layer tarballs, oldest first, onto the directory ``dest``.
 
     Each layer is a path or a binary stream holding a plain, gzip or zstd tar
-    (detected from its magic bytes). ``dest`` is created if missing; an
-    existing tree is updated in place. Raises an ``ExtractorError`` subclass
-    on bad input or a failed write; nothing outside ``dest`` is touched.
+    (detected from its magic bytes), or a ``LayerInput`` that also names the
+    digests to verify. ``dest`` is created if missing; an existing tree is
+    updated in place. Raises an ``ExtractorError`` subclass on bad input or a
+    failed write; nothing outside ``dest`` is touched.
     """
     options = options or ApplyOptions()
     dest = os.fspath(dest)
@@ -75,11 +96,13 @@ def apply_layers(
         raise OperationalError(f"cannot open {dest}: {e.strerror}") from None
     result.rootless = not root.privileged
     try:
-        for index, source in enumerate(layers):
-            label = _label(index, len(layers), source)
-            report = LayerReport(index=index, source=label.split(" ", 1)[1][1:-1])
+        for index, item in enumerate(layers):
+            layer = item if isinstance(item, LayerInput) else LayerInput(item)
+            name = _name_of(layer)
+            report = LayerReport(index=index, source=name)
             result.layers.append(report)
-            _LayerApplier(root, report, label, options.progress).run(source)
+            label = f"{index + 1}/{len(layers)} ({name})"
+            _LayerApplier(root, report, label, options.progress).run(layer, options.verify)
             log.info(
                 "layer_applied",
                 layer=index,
@@ -138,16 +161,23 @@ class _LayerApplier:
         self.plnk = False
         self.remaking: set[str] = set()
 
-    def run(self, source: LayerSource) -> None:
+    def run(self, layer: LayerInput, verify: bool) -> None:
         started = time.monotonic()
         tar: TarReader | None = None  # names the entry at hand, for errors
+        source = layer.source
         try:
-            with LayerStream(source) as stream:
+            opened = source() if callable(source) else None
+            with (
+                opened if opened is not None else nullcontext(),
+                LayerStream(
+                    opened if opened is not None else source  # type: ignore[arg-type]
+                ) as stream,
+            ):
                 report = self.report
                 report.compression = stream.compression
                 tar = TarReader(stream)
                 if self.progress is not None:
-                    self.progress.start(self.label, _size_of(source))
+                    self.progress.start(self.label, layer.size or _size_of(source))
                 while (entry := tar.next()) is not None:
                     report.entries += 1
                     if self.debug:
@@ -162,6 +192,8 @@ class _LayerApplier:
                 report.digest, report.diff_id = stream.finish()
                 report.size = stream.raw_bytes
                 report.uncompressed_size = stream.uncompressed_size
+                if verify:
+                    _verify(layer, report)
         except ExtractorError as e:
             entry_name = tar.current if tar is not None else None
             raise e.with_context(layer=self.label, entry=entry_name) from None
@@ -264,7 +296,28 @@ class _LayerApplier:
             self.root.remove(PLNK_DIR, set())
 
 
-def _size_of(source: LayerSource) -> int:
+def _verify(layer: LayerInput, report: LayerReport) -> None:
+    """Compare what streamed by with what the image said; any difference is fatal."""
+    if layer.size is not None and layer.size != report.size:
+        raise BadInputError(
+            f"size mismatch: the manifest says {layer.size} bytes, the blob has {report.size}"
+        )
+    for what, expected, got in (
+        ("digest", layer.digest, report.digest),
+        ("DiffID", layer.diff_id, report.diff_id),
+    ):
+        if expected is None:
+            continue
+        if not expected.startswith("sha256:"):
+            raise BadInputError(f"cannot verify {what} {expected}: only sha256 is supported")
+        if expected != got:
+            raise BadInputError(f"{what} mismatch: expected {expected}, got {got}")
+    report.verified = True
+
+
+def _size_of(source: LayerSource | Callable[[], IO[bytes]]) -> int:
+    if callable(source):
+        return 0
     try:
         if isinstance(source, (str, os.PathLike)):
             return os.stat(source).st_size

@@ -70,6 +70,7 @@ class LayerReport:
     skipped: int = 0  # entries not written (rootless devices, AUFS bookkeeping)
     duplicates: int = 0  # paths listed more than once (a spec violation; last wins)
     warnings: int = 0
+    verified: bool = False  # digests and sizes checked against what the image said
     seconds: float = 0.0
 
 
