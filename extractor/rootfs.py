@@ -134,8 +134,11 @@ class Root:
         as a parent of a new entry must be; without it, a missing or
         non-directory component raises ``FileNotFoundError``.
         """
+        # One fd at a time: ".." climbs with openat(cur, ".."), which is the
+        # physical parent as long as nothing else changes the tree (the threat
+        # model), so thousands of levels cost no more fds than one.
         todo = path.split("/")[::-1] if path else []
-        stack = [os.dup(self.fd)]
+        cur = os.dup(self.fd)
         names: list[str] = []
         links = 0
         try:
@@ -144,13 +147,12 @@ class Root:
                 if part in ("", "."):
                     continue
                 if part == "..":
-                    if len(stack) > 1:
-                        os.close(stack.pop())
+                    if names:
                         names.pop()
+                        cur = self._step(cur, "..")
                     continue
-                cur = stack[-1]
                 try:
-                    stack.append(os.open(part, _DIR_FLAGS, dir_fd=cur))
+                    cur = self._step(cur, part)
                     names.append(part)
                     continue
                 except FileNotFoundError:
@@ -180,8 +182,8 @@ class Root:
                         )
                     target = os.readlink(part, dir_fd=cur)
                     if target.startswith("/"):
-                        while len(stack) > 1:
-                            os.close(stack.pop())
+                        os.close(cur)
+                        cur = os.dup(self.fd)
                         names.clear()
                     todo.extend(target.split("/")[::-1])
                 elif not stat.S_ISDIR(st.st_mode):
@@ -191,11 +193,17 @@ class Root:
                     todo.append(part)
                 else:
                     raise OSError(errno.EIO, "directory changed during the walk", part)
-            top = stack.pop()
-            return top, "/".join(names)
-        finally:
-            for fd in stack:
-                os.close(fd)
+        except BaseException:
+            os.close(cur)
+            raise
+        return cur, "/".join(names)
+
+    @staticmethod
+    def _step(cur: int, name: str) -> int:
+        """Open directory ``name`` in ``cur`` without following it; closes ``cur``."""
+        nxt = os.open(name, _DIR_FLAGS, dir_fd=cur)
+        os.close(cur)
+        return nxt
 
     def parent(self, path: str) -> tuple[int, str, str]:
         """(fd, physical parent path, basename) for an entry path; fd is borrowed."""
@@ -246,18 +254,14 @@ class Root:
         kept = keep is not None and phys in keep
         if stat.S_ISDIR(st.st_mode):
             self._forget()
-            self._clear(dfd, name, phys, keep)
-            if not kept:
-                os.rmdir(name, dir_fd=dfd)
-                for key in [k for k in self._dirmeta if is_within(k, phys)]:
-                    del self._dirmeta[key]
+            self._remove_dir(dfd, name, phys, keep, kept)
         elif not kept:
             if stat.S_ISLNK(st.st_mode):
                 self._forget()
             os.unlink(name, dir_fd=dfd)
 
-    def _clear(self, dfd: int, name: str, phys: str, keep: set[str] | None) -> None:
-        """Remove what directory ``name`` holds, except ``keep``."""
+    def _open_for_removal(self, dfd: int, name: str, phys: str) -> int:
+        """A readable fd of directory ``name``, made writable so its children can go."""
         flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             fd = os.open(name, flags, dir_fd=dfd)
@@ -269,14 +273,53 @@ class Root:
             finally:
                 os.close(pfd)
             fd = os.open(name, flags, dir_fd=dfd)
+        self._unlock(fd, phys)
+        return fd
+
+    def _remove_dir(
+        self, dfd: int, name: str, phys: str, keep: set[str] | None, keep_top: bool
+    ) -> None:
+        """Remove directory ``name`` and what is below it, except ``keep``.
+
+        Iterative and holding one directory fd at a time, climbing back with
+        ``..`` (safe under the threat model: nothing else changes the tree),
+        so trees nested thousands of levels deep need neither deep recursion
+        nor thousands of fds.
+        """
+        # One frame per directory on the way down: its name, physical path,
+        # whether it stays, and the children still to visit.
+        fd = self._open_for_removal(dfd, name, phys)
+        frames: list[tuple[str, str, bool, list[str]]] = [(name, phys, keep_top, _children(fd))]
         try:
-            self._unlock(fd, phys)  # its children can only be removed if it is writable
-            with os.scandir(fd) as it:
-                children = [e.name for e in it]
-            for child in children:
-                self._remove(fd, child, self.join(phys, child), keep)
+            while frames:
+                dname, dphys, dkept, todo = frames[-1]
+                if todo:
+                    child = todo.pop()
+                    cphys = self.join(dphys, child)
+                    ckept = keep is not None and cphys in keep
+                    st = os.stat(child, dir_fd=fd, follow_symlinks=False)
+                    if stat.S_ISDIR(st.st_mode):
+                        sub = self._open_for_removal(fd, child, cphys)
+                        os.close(fd)
+                        fd = sub
+                        frames.append((child, cphys, ckept, _children(fd)))
+                    elif not ckept:
+                        os.unlink(child, dir_fd=fd)
+                    continue
+                frames.pop()
+                if frames:
+                    parent = os.open("..", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+                    os.close(fd)
+                    fd = parent
+                if not dkept:
+                    os.rmdir(dname, dir_fd=fd if frames else dfd)
         finally:
             os.close(fd)
+        # Directories that are gone must not get modes or times at the end,
+        # even if a later entry makes a new directory at the same path.
+        for key in [k for k in self._dirmeta if is_within(k, phys)]:
+            if not ((key == phys and keep_top) or (keep is not None and key in keep)):
+                del self._dirmeta[key]
 
     def remove(self, path: str, keep: set[str]) -> str | None:
         """Apply a whiteout: remove ``path`` (the link itself if it is one) from lower layers.
@@ -303,7 +346,7 @@ class Root:
         fd, phys = self.walk(path, create=True)
         try:
             self._forget()
-            self._clear(fd, ".", phys, keep)
+            self._remove_dir(fd, ".", phys, keep, True)
         finally:
             os.close(fd)
         return phys
@@ -576,6 +619,11 @@ class Root:
             os.close(fd)
             fd = nxt
         return fd
+
+
+def _children(fd: int) -> list[str]:
+    with os.scandir(fd) as it:
+        return [e.name for e in it]
 
 
 def _set_times(dfd: int, name: str, entry: Entry) -> None:
