@@ -46,41 +46,47 @@ def _tar(entries: list[tuple[str, str, object, int]]) -> bytes:
 
 
 def layers() -> dict[str, bytes]:
-    base = _tar([
-        ("dir", "etc", None, 0o755),
-        ("file", "etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644),
-        ("file", "etc/shadow", b"root:*:19000:0:99999:7:::\n", 0o640),
-        ("dir", "usr", None, 0o755),
-        ("dir", "usr/bin", None, 0o755),
-        ("symlink", "bin", "usr/bin", 0o777),
-        ("file", "usr/bin/git", b"#!/bin/sh\necho 'git version 2.0 (demo)'\n", 0o755),
-        ("dir", "usr/libexec", None, 0o755),
-        ("dir", "usr/libexec/git-core", None, 0o755),
-        ("hardlink", "usr/libexec/git-core/git", "usr/bin/git", 0o755),
-        ("dir", "usr/share", None, 0o755),
-        ("dir", "usr/share/doc", None, 0o755),
-        ("file", "usr/share/doc/README", b"base docs\n", 0o644),
-        ("dir", "var", None, 0o755),
-        ("dir", "var/cache", None, 0o755),
-        ("dir", "var/cache/apt", None, 0o755),
-        ("file", "var/cache/apt/pkgcache.bin", b"old cache\n", 0o644),
-        ("dir", "tmp", None, 0o1777),
-    ])
-    update = _tar([
-        ("dir", "etc", None, 0o755),
-        ("file", "etc/.wh.shadow", b"", 0o644),
-        ("file", "etc/os-release", b"NAME=demo\n", 0o644),
-        ("dir", "var/cache/apt", None, 0o755),
-        ("file", "var/cache/apt/.wh..wh..opq", b"", 0o644),
-        ("file", "var/cache/apt/srcpkgcache.bin", b"new cache\n", 0o644),
-        ("symlink", "usr/bin/git", "/usr/libexec/git-core/git", 0o777),
-        ("file", "usr/share/doc", b"docs were removed from this image\n", 0o644),
-    ])
-    app = _tar([
-        ("dir", "app", None, 0o755),
-        ("file", "app/run.sh", b"#!/bin/sh\nexec git --version\n", 0o755),
-        ("hardlink", "app/passwd.orig", "etc/passwd", 0o644),
-    ])
+    base = _tar(
+        [
+            ("dir", "etc", None, 0o755),
+            ("file", "etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644),
+            ("file", "etc/shadow", b"root:*:19000:0:99999:7:::\n", 0o640),
+            ("dir", "usr", None, 0o755),
+            ("dir", "usr/bin", None, 0o755),
+            ("symlink", "bin", "usr/bin", 0o777),
+            ("file", "usr/bin/git", b"#!/bin/sh\necho 'git version 2.0 (demo)'\n", 0o755),
+            ("dir", "usr/libexec", None, 0o755),
+            ("dir", "usr/libexec/git-core", None, 0o755),
+            ("hardlink", "usr/libexec/git-core/git", "usr/bin/git", 0o755),
+            ("dir", "usr/share", None, 0o755),
+            ("dir", "usr/share/doc", None, 0o755),
+            ("file", "usr/share/doc/README", b"base docs\n", 0o644),
+            ("dir", "var", None, 0o755),
+            ("dir", "var/cache", None, 0o755),
+            ("dir", "var/cache/apt", None, 0o755),
+            ("file", "var/cache/apt/pkgcache.bin", b"old cache\n", 0o644),
+            ("dir", "tmp", None, 0o1777),
+        ]
+    )
+    update = _tar(
+        [
+            ("dir", "etc", None, 0o755),
+            ("file", "etc/.wh.shadow", b"", 0o644),
+            ("file", "etc/os-release", b"NAME=demo\n", 0o644),
+            ("dir", "var/cache/apt", None, 0o755),
+            ("file", "var/cache/apt/.wh..wh..opq", b"", 0o644),
+            ("file", "var/cache/apt/srcpkgcache.bin", b"new cache\n", 0o644),
+            ("symlink", "usr/bin/git", "/usr/libexec/git-core/git", 0o777),
+            ("file", "usr/share/doc", b"docs were removed from this image\n", 0o644),
+        ]
+    )
+    app = _tar(
+        [
+            ("dir", "app", None, 0o755),
+            ("file", "app/run.sh", b"#!/bin/sh\nexec git --version\n", 0o755),
+            ("hardlink", "app/passwd.orig", "etc/passwd", 0o644),
+        ]
+    )
     return {
         "1-base.tar.gz": gzip.compress(base, mtime=0),
         "2-update.tar.zst": zstandard.ZstdCompressor(level=3).compress(update),
