@@ -35,6 +35,11 @@ demo: $(STAMP)
 	$(BIN)/extractor apply rootfs testdata/demo/1-base.tar.gz testdata/demo/2-update.tar.zst testdata/demo/3-app.tar --report rootfs.report.json
 	@echo "--- the tree (see rootfs.report.json for per-layer counts):"
 	@cd rootfs && find . -mindepth 1 | sort | head -40
+	@echo "--- the same stack as an OCI image: inspect, then unpack with verification"
+	rm -rf build/demo-oci rootfs-oci && mkdir -p build
+	$(BIN)/python testdata/make_demo.py --oci build/demo-oci
+	$(BIN)/extractor inspect build/demo-oci
+	$(BIN)/extractor unpack build/demo-oci rootfs-oci
 
 lint: $(STAMP)
 	$(BIN)/ruff check extractor tests benchmarks testdata
@@ -50,4 +55,4 @@ bench: $(STAMP) system-deps
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) rootfs rootfs.report.json *.egg-info
+	rm -rf $(VENV) rootfs rootfs-oci build rootfs.report.json *.egg-info

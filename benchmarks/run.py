@@ -423,19 +423,28 @@ def _notes(results: Results, skipped: list[str]) -> list[str]:
 def memory_check(
     stack: stacks.Stack, target: Path, gib: float, flat_mib: float
 ) -> tuple[list[str], bool]:
-    """Streams ``stack``'s layers repeated to about ``gib`` GiB through extractor, sampling RSS."""
+    """Unpacks an image of ``stack``'s layers repeated to about ``gib`` GiB, sampling RSS.
+
+    The image is an OCI layout whose manifest lists the same blobs again and
+    again, so a multi-GB image costs no disk; ``extractor unpack`` streams and
+    verifies every one of them.
+    """
     reps = max(1, round(gib * 2**30 / stack.tar_bytes))
     layers = [x.path for x in stack.layers] * reps
     target.mkdir(parents=True, exist_ok=True)
     dest = str(target / "rootfs")
     measure.clear(dest)
-    argv = [*_extractor_argv(), "apply", "-q", dest, *layers]
+    layout = Path(stack.layout).parent / f"oci-x{reps}"
+    stacks.write_layout(
+        stacks.Stack(stack.name, stack.scale, stack.layers * reps, str(layout)), layout
+    )
+    argv = [*_extractor_argv(), "unpack", "-q", str(layout), dest]
     _log(f"memory: {len(layers)} layers, {reps * stack.tar_bytes / 2**30:.2f} GiB ...")
     curve = measure.sample_rss(argv)
     measure.clear(dest)
     streamed = reps * stack.tar_bytes / 2**30
     head = [
-        f"#### Memory: extractor streaming {stack.name} x {reps} "
+        f"#### Memory: extractor unpack of {stack.name} x {reps} "
         f"({len(layers)} layers, {streamed:.2f} GiB of tar) onto {target}",
         "",
     ]

@@ -533,10 +533,13 @@ def write_layout(stack: Stack, layout: Path) -> None:
     descriptors = []
     for layer in stack.layers:
         blob = blobs / layer.digest.split(":", 1)[1]
-        try:
-            os.link(layer.path, blob)
-        except OSError:
-            shutil.copyfile(layer.path, blob)
+        if blob.exists():  # a manifest may list one blob more than once
+            pass
+        else:
+            try:
+                os.link(layer.path, blob)
+            except OSError:
+                shutil.copyfile(layer.path, blob)
         descriptors.append(
             {
                 "mediaType": MEDIA_TYPES[layer.compression],

@@ -31,10 +31,11 @@ from .rootfs import IdMap
 EXIT_TABLE = """\
 exit status:
   0    success
-  1    operational failure: an I/O error such as ENOSPC or EACCES
+  1    operational failure: an I/O error such as ENOSPC or EACCES; DEST not empty
   2    usage error
-  3    bad input: not a tar, corrupt gzip/zstd, truncated layer, bad entry
-  4    not found: a layer file that does not exist
+  3    bad input: not a tar, corrupt gzip/zstd, truncated layer, bad entry,
+       bad image (JSON, media type, layer count), digest/size/DiffID mismatch
+  4    not found: a layer file, image, blob, ref or platform that is not there
   5    refused as unsafe: malformed whiteout, root type change, symlink loop
   130  interrupted (SIGINT); 143 terminated (SIGTERM)
 """
@@ -48,6 +49,15 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise _TerminatedError
 
 
+def _platform(text: str) -> str:
+    from .images import parse_platform
+
+    try:
+        return str(parse_platform(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _id_map(text: str) -> IdMap:
     try:
         return IdMap.parse(text)
@@ -55,32 +65,81 @@ def _id_map(text: str) -> IdMap:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser, exposed for tests and documentation."""
+def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+    add = common.add_argument
+    add(
         "-v",
         "--verbose",
         action="count",
         default=0,
         help="more logging: -v per layer, -vv per entry",
     )
-    common.add_argument(
-        "-q", "--quiet", action="store_true", help="no summary line and no progress"
-    )
-    common.add_argument(
+    add("-q", "--quiet", action="store_true", help="no summary line and no progress")
+    add(
         "--log-format",
         choices=("console", "json"),
         default="console",
         help="log lines for people (default) or one JSON object per line",
     )
-    common.add_argument(
-        "--no-progress", action="store_true", help="no progress line even on a terminal"
-    )
-    common.add_argument(
-        "--debug", action="store_true", help="show a traceback for unexpected errors"
-    )
+    add("--no-progress", action="store_true", help="no progress line even on a terminal")
+    add("--debug", action="store_true", help="show a traceback for unexpected errors")
+    return common
 
+
+def _engine_options() -> argparse.ArgumentParser:
+    engine = argparse.ArgumentParser(add_help=False)
+    add = engine.add_argument
+    add(
+        "--report",
+        metavar="FILE",
+        help="write a JSON report with per-layer counts ('-' for stdout)",
+    )
+    add(
+        "--rootless",
+        action="store_true",
+        help="don't apply ownership, devices or privileged xattrs (implied when not root)",
+    )
+    add(
+        "--uid-map",
+        type=_id_map,
+        action="append",
+        default=[],
+        metavar="C:H:SIZE",
+        help="shift container uids C.. to host uids H.. (repeatable)",
+    )
+    add(
+        "--gid-map",
+        type=_id_map,
+        action="append",
+        default=[],
+        metavar="C:H:SIZE",
+        help="shift container gids C.. to host gids H.. (repeatable)",
+    )
+    add(
+        "--keep-dirlinks",
+        action="store_true",
+        help="keep an existing symlink to a directory where a layer has a directory (usrmerge)",
+    )
+    return engine
+
+
+def _selection_options() -> argparse.ArgumentParser:
+    select = argparse.ArgumentParser(add_help=False)
+    add = select.add_argument
+    add("--ref", metavar="NAME[:TAG]", help="which image of an archive or index")
+    add(
+        "--platform",
+        type=_platform,
+        metavar="OS/ARCH[/VARIANT]",
+        help="which platform of a multi-platform index (default: this machine's)",
+    )
+    return select
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, exposed for tests and documentation."""
+    common, engine, select = _common_options(), _engine_options(), _selection_options()
     parser = argparse.ArgumentParser(
         prog="extractor",
         description="Apply container image layers onto a directory, oldest first, safely.",
@@ -90,48 +149,103 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"extractor {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    apply = sub.add_parser(
+    def command(
+        name: str, parents: list[argparse.ArgumentParser], summary: str, description: str
+    ) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            parents=parents,
+            help=summary,
+            description=description,
+            epilog=EXIT_TABLE,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    apply = command(
         "apply",
-        parents=[common],
-        epilog=EXIT_TABLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="apply layer tarballs onto a directory",
-        description="Apply layer tarballs (plain, gzip or zstd), oldest first, onto DEST "
-        "with the OCI changeset rules. DEST is created if missing; an existing "
-        "tree is updated. '-' reads a layer from standard input.",
+        [common, engine],
+        "apply layer tarballs onto a directory",
+        "Apply layer tarballs (plain, gzip or zstd), oldest first, onto DEST with the OCI "
+        "changeset rules. DEST is created if missing; an existing tree is updated. "
+        "'-' reads a layer from standard input.",
     )
     apply.add_argument("dest", metavar="DEST")
     apply.add_argument("layers", metavar="LAYER", nargs="+")
-    apply.add_argument(
-        "--report",
-        metavar="FILE",
-        help="write a JSON report with per-layer counts ('-' for stdout)",
+
+    unpack = command(
+        "unpack",
+        [common, engine, select],
+        "unpack a whole image into a directory",
+        "Unpack IMAGE (a docker save tarball, an OCI layout directory or tarball, "
+        "optionally gzip or zstd compressed as a whole) into DEST, verifying every blob's "
+        "digest and size and every layer's DiffID while streaming. DEST must be missing or "
+        "empty unless --force; on failure what was written is removed again.",
     )
-    apply.add_argument(
+    unpack.add_argument("image", metavar="IMAGE")
+    unpack.add_argument("dest", metavar="DEST")
+    unpack.add_argument("--force", action="store_true", help="unpack over a non-empty DEST")
+    unpack.add_argument(
+        "--no-verify", action="store_true", help="skip the digest, size and DiffID checks"
+    )
+
+    inspect = command(
+        "inspect",
+        [common, select],
+        "show an image's layers and config",
+        "Print IMAGE's layers (index, media type, compressed size, digest, DiffID, the "
+        "history's created_by) and a summary of its config. Nothing is unpacked.",
+    )
+    inspect.add_argument("image", metavar="IMAGE")
+    inspect.add_argument("--json", action="store_true", help="one JSON document on stdout")
+
+    diff = command(
+        "diff",
+        [common],
+        "compare two rootfs trees entry by entry",
+        "Compare the trees A and B entry by entry: type, mode (with setuid, setgid, sticky), "
+        "owner, size, content sha256, symlink target, device numbers, xattrs, hardlink groups "
+        "and, with --mtime, modification times. Nothing is written; no symlink is followed. "
+        "One line per difference on stdout, 'PATH: KIND: A-VALUE != B-VALUE' or "
+        "'PATH: only in A (TYPE)'; -q prints nothing and stops at the first difference.",
+    )
+    diff.epilog = (
+        "exit status:\n  0    the trees are the same\n  1    they differ\n"
+        "  2    usage error, or a tree is missing or unreadable\n"
+    )
+    diff.add_argument("a", metavar="A")
+    diff.add_argument("b", metavar="B")
+    diff.add_argument("--mtime", action="store_true", help="compare modification times too")
+    diff.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="skip relative paths matching this fnmatch pattern, and all below them (repeatable)",
+    )
+    diff.add_argument(
+        "--json", action="store_true", help="one JSON document on stdout (extractor.diff/v1)"
+    )
+
+    export = command(
+        "export",
+        [common, select],
+        "write a rootfs or an image as one reproducible tar",
+        "Write SOURCE (a rootfs directory, or an IMAGE as unpack takes it, unpacked first "
+        "into a temporary directory) as one flattened tar with reproducible bytes: members "
+        "sorted, './' first, numeric owners, pax xattrs, hardlinks as links, mtimes clamped "
+        "to SOURCE_DATE_EPOCH when set. OUT.tar '-' writes to stdout.",
+    )
+    export.add_argument("source", metavar="SOURCE")
+    export.add_argument("out", metavar="OUT.tar")
+    export.add_argument(
+        "--source-date-epoch",
+        metavar="N",
+        help="clamp mtimes to N seconds since the epoch (default: $SOURCE_DATE_EPOCH)",
+    )
+    export.add_argument(
         "--rootless",
         action="store_true",
-        help="don't apply ownership, devices or privileged xattrs (implied when not root)",
-    )
-    apply.add_argument(
-        "--uid-map",
-        type=_id_map,
-        action="append",
-        default=[],
-        metavar="C:H:SIZE",
-        help="shift container uids C.. to host uids H..",
-    )
-    apply.add_argument(
-        "--gid-map",
-        type=_id_map,
-        action="append",
-        default=[],
-        metavar="C:H:SIZE",
-        help="shift container gids C.. to host gids H..",
-    )
-    apply.add_argument(
-        "--keep-dirlinks",
-        action="store_true",
-        help="keep an existing symlink to a directory where a layer has a directory (usrmerge)",
+        help="owners from user.rootlesscontainers, else 0:0 for your files (implied when not root)",
     )
     return parser
 
@@ -169,8 +283,46 @@ def _error(message: str) -> None:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "apply":
         return _cmd_apply(args)
-    _error(f"unknown command {args.command}")  # argparse prevents this
-    return EXIT_USAGE
+    if args.command == "unpack":
+        return _cmd_unpack(args)
+    if args.command == "diff":
+        return _cmd_diff(args)
+    if args.command == "export":
+        return _cmd_export(args)
+    return _cmd_inspect(args)
+
+
+def _apply_options(args: argparse.Namespace) -> ApplyOptions:
+    progress = logs.Progress(
+        enabled=False if args.quiet or args.no_progress or args.log_format == "json" else None
+    )
+    return ApplyOptions(
+        rootless=args.rootless,
+        uid_maps=tuple(args.uid_map),
+        gid_maps=tuple(args.gid_map),
+        keep_dirlinks=args.keep_dirlinks,
+        verify=not getattr(args, "no_verify", False),
+        progress=progress,
+    )
+
+
+def _finish(args: argparse.Namespace, result: ApplyResult, image: dict[str, Any] | None) -> int:
+    if args.report:
+        _write_report(args.report, args.command, result, image, None)
+    line = summary(result, image)
+    if args.quiet:
+        pass
+    elif args.log_format == "json":
+        logs.get_logger().warning(f"{args.command}_finished", summary=line, **_totals(result))
+    else:
+        print(line, file=sys.stderr)
+    return EXIT_OK
+
+
+def _failed(args: argparse.Namespace, error: ExtractorError, image: dict[str, Any] | None) -> None:
+    if args.report:
+        partial = error.partial if isinstance(error.partial, ApplyResult) else None
+        _write_report(args.report, args.command, partial, image, error)
 
 
 def _cmd_apply(args: argparse.Namespace) -> int:
@@ -179,42 +331,143 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     stdin: BinaryIO = sys.stdin.buffer
     sources: list[LayerSource] = [stdin if layer == "-" else layer for layer in args.layers]
-    progress = logs.Progress(enabled=None if not (args.quiet or args.no_progress) else False)
-    if args.log_format == "json":
-        progress.enabled = False
-    options = ApplyOptions(
-        rootless=args.rootless,
-        uid_maps=tuple(args.uid_map),
-        gid_maps=tuple(args.gid_map),
-        keep_dirlinks=args.keep_dirlinks,
-        progress=progress,
-    )
     try:
-        result = apply_layers(args.dest, sources, options)
+        result = apply_layers(args.dest, sources, _apply_options(args))
     except ExtractorError as e:
-        if args.report:
-            partial = e.partial if isinstance(e.partial, ApplyResult) else None
-            _write_report(args.report, partial, e)
+        _failed(args, e, None)
         raise
-    if args.report:
-        _write_report(args.report, result, None)
-    if args.quiet:
-        pass
-    elif args.log_format == "json":
-        logs.get_logger().warning("apply_finished", summary=summary(result), **_totals(result))
+    return _finish(args, result, None)
+
+
+def _cmd_unpack(args: argparse.Namespace) -> int:
+    from .unpack import unpack_image  # image reading is not needed by apply: import it late
+
+    if args.no_verify:
+        logs.get_logger().warning("verification_disabled", image=args.image)
+    try:
+        done = unpack_image(
+            args.image,
+            args.dest,
+            ref=args.ref,
+            platform=args.platform,
+            force=args.force,
+            options=_apply_options(args),
+        )
+    except ExtractorError as e:
+        _failed(args, e, None)
+        raise
+    return _finish(args, done.apply, done.image)
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from .images import describe, open_image
+
+    with open_image(args.image, ref=args.ref, platform=args.platform) as image:
+        info = describe(image)
+    if args.json:
+        sys.stdout.write(json.dumps(info, indent=2) + "\n")
     else:
-        print(summary(result), file=sys.stderr)
+        sys.stdout.write(render_inspect(info))
     return EXIT_OK
 
 
-def summary(result: ApplyResult) -> str:
-    """The one-line summary printed after an apply."""
-    mib = result.bytes / 2**20
-    line = (
-        f"applied {len(result.layers)} layer{'s' if len(result.layers) != 1 else ''}, "
-        f"{result.entries:,} entries, {mib:.1f} MiB in {result.seconds:.2f} s "
-        f"-> {result.dest}"
+def _cmd_diff(args: argparse.Namespace) -> int:
+    from .treediff import EXIT_DIFFERENT, diff_trees
+
+    differences = diff_trees(args.a, args.b, mtime=args.mtime, ignore=args.ignore)
+    if args.quiet:
+        found = next(differences, None) is not None
+        differences.close()
+        return EXIT_DIFFERENT if found else EXIT_OK
+    # Streamed: one difference at a time, so "equal" comes last in the JSON document.
+    out = sys.stdout
+    found = False
+    if args.json:
+        out.write('{"schema": "extractor.diff/v1", "differences": [')
+    for difference in differences:
+        if args.json:
+            out.write(("," if found else "") + "\n  " + json.dumps(difference.as_dict()))
+        else:
+            out.write(f"{difference}\n")
+        found = True
+    if args.json:
+        out.write(("\n" if found else "") + f'], "equal": {json.dumps(not found)}}}\n')
+    return EXIT_DIFFERENT if found else EXIT_OK
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import ExportOptions, export, parse_epoch
+
+    env = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    epoch = args.source_date_epoch
+    epoch = parse_epoch(epoch, "--source-date-epoch") if epoch is not None else None
+    if epoch is None and env:
+        epoch = parse_epoch(env)
+    if args.out == "-" and sys.stdout.isatty():
+        _error("refusing to write a tar to a terminal; redirect stdout or name a file")
+        return EXIT_USAGE
+    options = ExportOptions(source_date_epoch=epoch, rootless=args.rootless)
+    result = export(args.source, args.out, options, ref=args.ref, platform=args.platform)
+    if not args.quiet:
+        line = (
+            f"exported {result.entries:,} entries, {result.size / 2**20:.1f} MiB, "
+            f"{result.sha256} -> {result.out}"
+        )
+        if result.skipped:
+            line += f" ({len(result.skipped)} sockets left out)"
+        if result.warnings:
+            line += f" ({result.warnings} unpack warnings)"
+        print(line, file=sys.stderr)
+    return EXIT_OK
+
+
+def render_inspect(info: dict[str, Any]) -> str:
+    """``inspect``'s human-readable text from ``describe``'s document."""
+    lines = [
+        f"{key}: {value}"
+        for key, value in info.items()
+        if key not in ("layers", "config") and value not in (None, [], {})
+    ]
+    config = info.get("config") or {}
+    for key, value in config.items():
+        if value not in (None, [], {}, ""):
+            lines.append(f"config.{key}: {value}")
+    lines.append("layers:")
+    lines.append(
+        f"  {'#':>3}  {'size':>10}  {'digest':<19}  {'diff_id':<19}  media type / created by"
     )
+    for layer in info.get("layers", []):
+        lines.append(
+            f"  {layer['index']:>3}  {_size(layer.get('size')):>10}  "
+            f"{_short(layer.get('digest')):<19}  {_short(layer.get('diff_id')):<19}  "
+            f"{layer.get('media_type') or '-'}"
+        )
+        if layer.get("created_by"):
+            lines.append(f"  {'':>3}  {'':>10}  {'':<19}  {'':<19}  {layer['created_by']}")
+    return "\n".join(lines) + "\n"
+
+
+def _short(digest: str | None) -> str:
+    return "-" if not digest else digest[:19]
+
+
+def _size(size: int | None) -> str:
+    return "-" if size is None else f"{size:,}"
+
+
+def summary(result: ApplyResult, image: dict[str, Any] | None = None) -> str:
+    """The one-line summary printed after an apply or unpack."""
+    layers = len(result.layers)
+    what = "applied"
+    if image is not None:
+        name = " ".join(str(image[k]) for k in ("platform", "ref") if image.get(k))
+        what = f"unpacked {name}:" if name else "unpacked"
+    line = (
+        f"{what} {layers} layer{'s' if layers != 1 else ''}, {result.entries:,} entries, "
+        f"{result.bytes / 2**20:.1f} MiB in {result.seconds:.2f} s -> {result.dest}"
+    )
+    if image is not None and all(layer.verified for layer in result.layers) and layers:
+        line += " (verified)"
     if result.warnings:
         line += f" ({len(result.warnings)} warnings; see --report)"
     if result.rootless:
@@ -222,9 +475,16 @@ def summary(result: ApplyResult) -> str:
     return line
 
 
-def report_dict(result: ApplyResult | None, error: ExtractorError | None) -> dict[str, Any]:
+def report_dict(
+    command: str,
+    result: ApplyResult | None,
+    image: dict[str, Any] | None,
+    error: ExtractorError | None,
+) -> dict[str, Any]:
     """The ``--report`` JSON document (schema ``extractor.report/v1``)."""
-    doc: dict[str, Any] = {"schema": "extractor.report/v1", "command": "apply"}
+    doc: dict[str, Any] = {"schema": "extractor.report/v1", "command": command}
+    if image is not None:
+        doc["image"] = image
     if result is not None:
         doc["dest"] = result.dest
         doc["rootless"] = result.rootless
@@ -247,8 +507,14 @@ def _totals(result: ApplyResult) -> dict[str, Any]:
     }
 
 
-def _write_report(target: str, result: ApplyResult | None, error: ExtractorError | None) -> None:
-    text = json.dumps(report_dict(result, error), indent=2) + "\n"
+def _write_report(
+    target: str,
+    command: str,
+    result: ApplyResult | None,
+    image: dict[str, Any] | None,
+    error: ExtractorError | None,
+) -> None:
+    text = json.dumps(report_dict(command, result, image, error), indent=2) + "\n"
     if target == "-":
         sys.stdout.write(text)
         return

@@ -97,7 +97,10 @@ class Root:
     """
 
     def __init__(self, dest: str, options: RootOptions, notify: Notify):
-        os.makedirs(dest, exist_ok=True)
+        if not os.path.lexists(dest):
+            # Created 0755 whatever the umask; a layer's "./" entry sets it at the end.
+            os.makedirs(dest, exist_ok=True)
+            os.chmod(dest, 0o755)
         self.dest = dest
         self.options = options
         self.privileged = os.geteuid() == 0 and not options.rootless

@@ -9,12 +9,17 @@ files are what this script makes.
 2-update.tar.zst whiteouts a file, makes apt's cache opaque, turns /usr/bin/git
                  into a symlink to the git-core hardlink, turns a directory into a file
 3-app.tar        plain tar: an app with a hardlink to a file from layer 1
+
+`python testdata/make_demo.py --oci DIR` writes the same stack as an OCI
+image layout (tag `demo`) for `extractor unpack` and `inspect`.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
+import json
 import sys
 import tarfile
 from pathlib import Path
@@ -94,7 +99,71 @@ def layers() -> dict[str, bytes]:
     }
 
 
+MEDIA = {
+    ".gz": "application/vnd.oci.image.layer.v1.tar+gzip",
+    ".zst": "application/vnd.oci.image.layer.v1.tar+zstd",
+    ".tar": "application/vnd.oci.image.layer.v1.tar",
+}
+
+
+def _blob(blobs: Path, data: bytes) -> dict[str, object]:
+    digest = hashlib.sha256(data).hexdigest()
+    (blobs / digest).write_bytes(data)
+    return {"digest": f"sha256:{digest}", "size": len(data)}
+
+
+def _json(doc: object) -> bytes:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def write_oci(layout: Path) -> None:
+    """The demo stack as an OCI image layout tagged ``demo``, byte for byte reproducible."""
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+    stack = layers()
+    descriptors, diff_ids = [], []
+    for name, data in stack.items():
+        descriptors.append({"mediaType": MEDIA[Path(name).suffix], **_blob(blobs, data)})
+        raw = gzip.decompress(data) if name.endswith(".gz") else data
+        if name.endswith(".zst"):
+            raw = zstandard.ZstdDecompressor().decompressobj().decompress(data)
+        diff_ids.append("sha256:" + hashlib.sha256(raw).hexdigest())
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "created": "2023-11-14T22:13:20Z",
+        "config": {"Entrypoint": ["/app/run.sh"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [{"created_by": f"demo layer {name}"} for name in stack],
+    }
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            **_blob(blobs, _json(config)),
+        },
+        "layers": descriptors,
+    }
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                **_blob(blobs, _json(manifest)),
+                "annotations": {"org.opencontainers.image.ref.name": "demo"},
+            }
+        ],
+    }
+    (layout / "index.json").write_bytes(_json(index))
+    (layout / "oci-layout").write_bytes(_json({"imageLayoutVersion": "1.0.0"}))
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["--oci"] and len(sys.argv) == 3:
+        write_oci(Path(sys.argv[2]))
+        return 0
     check = "--check" in sys.argv[1:]
     HERE.mkdir(exist_ok=True)
     stale = []

@@ -1,0 +1,129 @@
+"""Unpack a whole image: open it, then apply its layers in manifest order, verified.
+
+Verification happens while each layer streams: the blob's sha256 and size
+against its descriptor, and the uncompressed tar's sha256 against the
+config's DiffID. A mismatch is only known at the end of a layer, after it
+changed the tree, so a failed unpack removes what it wrote: a directory
+that was missing or empty before is left missing or empty again. Only with
+``force`` onto a non-empty directory is a partial tree left behind (and the
+error says so).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from dataclasses import dataclass
+from typing import Any
+
+from . import logs
+from .apply import ApplyOptions, LayerInput, apply_layers
+from .errors import ExtractorError, OperationalError
+from .images import Image, open_image
+from .model import ApplyResult
+
+
+@dataclass(slots=True)
+class UnpackResult:
+    """What an unpack did: which image it chose, and the apply's report."""
+
+    image: dict[str, Any]
+    apply: ApplyResult
+
+
+def image_summary(image: Image) -> dict[str, Any]:
+    """The identifying facts of a chosen image, for reports and summaries."""
+    return {
+        "source": image.source,
+        "format": image.format,
+        "ref": image.ref,
+        "platform": image.platform,
+        "manifest": image.manifest_digest,
+        "config": image.config_digest,
+        "layers": len(image.layers),
+    }
+
+
+def layer_inputs(image: Image) -> list[LayerInput]:
+    """The image's layers as engine inputs, each opened only when its turn comes."""
+    return [
+        LayerInput(
+            source=layer.open,
+            name=layer.name,
+            digest=layer.digest,
+            size=layer.size,
+            diff_id=layer.diff_id,
+        )
+        for layer in image.layers
+    ]
+
+
+def _is_empty_dir(path: str) -> bool | None:
+    """True if an empty directory, False if a non-empty one, None if missing."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISDIR(st.st_mode):
+        raise OperationalError(f"{path} exists and is not a directory")
+    with os.scandir(path) as it:
+        return next(it, None) is None
+
+
+def unpack_image(
+    image_path: str,
+    dest: str,
+    *,
+    ref: str | None = None,
+    platform: str | None = None,
+    force: bool = False,
+    options: ApplyOptions | None = None,
+) -> UnpackResult:
+    """Unpack the image at ``image_path`` into ``dest``.
+
+    ``dest`` must be missing or empty unless ``force``. On failure, what
+    the unpack wrote is removed (see the module docstring) and the error is
+    raised.
+    """
+    state = _is_empty_dir(dest)
+    if state is False and not force:
+        raise OperationalError(f"{dest} is not empty (use --force to unpack over it)")
+    options = options or ApplyOptions()
+    with open_image(image_path, ref=ref, platform=platform, verify=options.verify) as image:
+        summary = image_summary(image)
+        for warning in image.warnings:
+            logs.get_logger().warning("image_warning", image=image_path, detail=warning)
+        try:
+            result = apply_layers(dest, layer_inputs(image), options)
+        except BaseException as e:
+            if state is None:
+                _remove_tree(dest)
+            elif state is True:
+                _empty_dir(dest)
+            elif isinstance(e, ExtractorError):
+                e.message += f" ({dest} holds a partial tree)"
+            raise
+    return UnpackResult(image=summary, apply=result)
+
+
+def _make_writable_and_retry(func: Any, path: str, exc: Any) -> None:
+    # As non-root a read-only directory can't lose its children until it is writable.
+    parent = os.path.dirname(path)
+    os.chmod(parent, stat.S_IMODE(os.lstat(parent).st_mode) | 0o700)
+    func(path)
+
+
+def _remove_tree(path: str) -> None:
+    shutil.rmtree(path, onerror=_make_writable_and_retry)
+
+
+def _empty_dir(path: str) -> None:
+    with os.scandir(path) as it:
+        names = [e.name for e in it]
+    for name in names:
+        child = os.path.join(path, name)
+        if os.path.isdir(child) and not os.path.islink(child):
+            _remove_tree(child)
+        else:
+            os.unlink(child)
