@@ -185,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     unpack.add_argument("dest", metavar="DEST")
     unpack.add_argument("--force", action="store_true", help="unpack over a non-empty DEST")
     unpack.add_argument(
+        "--atomic",
+        action="store_true",
+        help="build the tree in a temporary sibling of DEST and move it into place only when "
+        "complete, so a failure leaves DEST as it was",
+    )
+    unpack.add_argument(
         "--no-verify", action="store_true", help="skip the digest, size and DiffID checks"
     )
 
@@ -351,6 +357,7 @@ def _cmd_unpack(args: argparse.Namespace) -> int:
             ref=args.ref,
             platform=args.platform,
             force=args.force,
+            atomic=args.atomic,
             options=_apply_options(args),
         )
     except ExtractorError as e:

@@ -11,9 +11,11 @@ error says so).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import stat
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,13 +80,16 @@ def unpack_image(
     ref: str | None = None,
     platform: str | None = None,
     force: bool = False,
+    atomic: bool = False,
     options: ApplyOptions | None = None,
 ) -> UnpackResult:
     """Unpack the image at ``image_path`` into ``dest``.
 
     ``dest`` must be missing or empty unless ``force``. On failure, what
     the unpack wrote is removed (see the module docstring) and the error is
-    raised.
+    raised. With ``atomic`` the tree is built in a temporary sibling of
+    ``dest`` and put in its place only once complete, so a failure leaves
+    ``dest`` exactly as it was, even with ``force``.
     """
     state = _is_empty_dir(dest)
     if state is False and not force:
@@ -94,17 +99,57 @@ def unpack_image(
         summary = image_summary(image)
         for warning in image.warnings:
             logs.get_logger().warning("image_warning", image=image_path, detail=warning)
+        target = _sibling(dest) if atomic else dest
         try:
-            result = apply_layers(dest, layer_inputs(image), options)
+            result = apply_layers(target, layer_inputs(image), options)
         except BaseException as e:
-            if state is None:
+            if atomic:
+                _remove_tree(target)
+            elif state is None:
                 _remove_tree(dest)
             elif state is True:
                 _empty_dir(dest)
             elif isinstance(e, ExtractorError):
                 e.message += f" ({dest} holds a partial tree)"
             raise
+    if atomic:
+        _put_in_place(target, dest, state)
+        result.dest = dest
     return UnpackResult(image=summary, apply=result)
+
+
+def _sibling(dest: str) -> str:
+    """A new private directory next to ``dest``, on the same filesystem, for --atomic."""
+    parent, name = os.path.split(os.path.abspath(dest))
+    path = tempfile.mkdtemp(prefix=f".{name}.extractor-", dir=parent)
+    os.chmod(path, 0o755)
+    return path
+
+
+def _put_in_place(built: str, dest: str, state: bool | None) -> None:
+    """Move a complete tree to ``dest``; an old non-empty ``dest`` is swapped out, then removed."""
+    try:
+        if state is None:
+            os.rename(built, dest)
+        elif state is True:
+            os.rmdir(dest)
+            os.rename(built, dest)
+        else:
+            _exchange(built, dest)
+            _remove_tree(built)  # now holds the old tree
+    except OSError as e:
+        _remove_tree(built)
+        raise OperationalError(f"cannot move the unpacked tree into {dest}: {e.strerror}") from None
+
+
+def _exchange(a: str, b: str) -> None:
+    """renameat2(RENAME_EXCHANGE): swap two paths in one step (Linux 3.15+)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    rename_exchange = 2
+    at_fdcwd = -100
+    if libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange):
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 
 def _make_writable_and_retry(func: Any, path: str, exc: Any) -> None:

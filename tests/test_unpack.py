@@ -363,3 +363,45 @@ def test_digests_in_report_match_hashlib(tmp_path: Path) -> None:
         assert layer["digest"] == "sha256:" + hashlib.sha256(blob).hexdigest()
         assert layer["diff_id"] == "sha256:" + hashlib.sha256(tar).hexdigest()
         assert layer["digest"] != layer["diff_id"]
+
+
+# -- --atomic --------------------------------------------------------------------------
+
+
+def _corrupt_layout(tmp_path: Path) -> Path:
+    oci = OciLayout()
+    oci.tag(
+        oci.image([BASE, UPDATE], config=config_doc([sha256(BASE), "sha256:" + "2" * 64])), "v1"
+    )
+    return oci.write_dir(tmp_path / "bad-layout")
+
+
+def test_atomic_failure_leaves_a_non_empty_dest_exactly_as_it_was(tmp_path: Path) -> None:
+    """--atomic --force: a failed unpack changes nothing in DEST and leaves no sibling behind."""
+    dest = tmp_path / "rootfs"
+    dest.mkdir()
+    (dest / "old").write_text("old tree")
+    os.symlink("old", dest / "link")
+    before = tree(dest)
+    layout = _corrupt_layout(tmp_path)
+    siblings = sorted(os.listdir(tmp_path))
+    proc = run("unpack", "--atomic", "--force", str(layout), str(dest))
+    assert proc.returncode == 3 and "DiffID mismatch" in proc.stderr
+    assert tree(dest) == before
+    assert sorted(os.listdir(tmp_path)) == siblings
+
+
+@pytest.mark.parametrize("start", ["missing", "empty", "non-empty"])
+def test_atomic_success_puts_the_whole_tree_in_place(tmp_path: Path, start: str) -> None:
+    """--atomic replaces DEST (missing, empty, or non-empty with --force) by the new tree."""
+    dest = tmp_path / "rootfs"
+    if start != "missing":
+        dest.mkdir()
+    if start == "non-empty":
+        (dest / "old").write_text("old tree")
+    args = ["unpack", "--atomic", "--force", str(oci_layout(tmp_path)), str(dest)]
+    proc = run(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert tree(dest) == EXPECTED
+    assert f"-> {dest}" in proc.stderr
+    assert sorted(os.listdir(tmp_path)) == ["layout", "rootfs"]
