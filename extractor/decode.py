@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
+import threading
 from typing import IO, Protocol
 
 import zstandard
@@ -210,7 +212,14 @@ class LayerStream:
     Use as a context manager. ``read(n)`` returns uncompressed bytes;
     ``finish()`` reads whatever is left (tar padding, trailing bytes) so that
     both digests cover the whole blob, and returns them.
+
+    Reading, decompressing and hashing run on a worker thread, a few chunks
+    ahead of the consumer: the decoders and hashlib release the GIL, so they
+    overlap with the consumer's writes on the second core. At most
+    ``_AHEAD`` chunks are in flight, so memory stays bounded.
     """
+
+    _AHEAD = 8
 
     def __init__(self, source: str | os.PathLike[str] | IO[bytes]):
         self._owned: IO[bytes] | None = None
@@ -240,6 +249,13 @@ class LayerStream:
         # For a plain tar the two digests are one; don't hash twice.
         self._tar_sha = None if self.compression == "none" else hashlib.sha256()
         self.uncompressed_size = 0
+        self._chunk = b""
+        self._pos = 0
+        self._eof = False
+        self._stop = False
+        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(self._AHEAD)
+        self._worker = threading.Thread(target=self._pump, name="layer-decode", daemon=True)
+        self._worker.start()
 
     def _read_head(self) -> bytes:
         head = b""
@@ -250,14 +266,43 @@ class LayerStream:
             head += more
         return head
 
+    def _pump(self) -> None:
+        """The worker: decode and hash chunk after chunk, then drain trailing bytes."""
+        try:
+            while not self._stop:
+                data = self._reader.read(CHUNK)
+                if not data:
+                    # Bytes after the compressed stream's end still count in the digest.
+                    while self._raw.read(CHUNK):
+                        pass
+                    self._queue.put(None)
+                    return
+                self.uncompressed_size += len(data)
+                if self._tar_sha is not None:
+                    self._tar_sha.update(data)
+                self._queue.put(data)
+        except BaseException as e:  # handed to the consumer, raised there
+            self._queue.put(e)
+
     def read(self, n: int = -1, /) -> bytes:
         """Up to ``n`` uncompressed bytes; ``b""`` at the end."""
-        data = self._reader.read(n)
-        if data:
-            self.uncompressed_size += len(data)
-            if self._tar_sha is not None:
-                self._tar_sha.update(data)
-        return data
+        if self._pos >= len(self._chunk):
+            if self._eof:
+                return b""
+            item = self._queue.get()
+            if item is None:
+                self._eof = True
+                return b""
+            if isinstance(item, BaseException):
+                self._eof = True
+                raise item
+            self._chunk, self._pos = item, 0
+        chunk, pos = self._chunk, self._pos
+        if n < 0 or n >= len(chunk) - pos:
+            self._pos = len(chunk)
+            return chunk if pos == 0 else chunk[pos:]
+        self._pos = pos + n
+        return chunk[pos : pos + n]
 
     @property
     def raw_bytes(self) -> int:
@@ -268,15 +313,19 @@ class LayerStream:
         """Drain the stream and return ``(digest, diff_id)`` as ``sha256:<hex>``."""
         while self.read(CHUNK):
             pass
-        # Bytes after the compressed stream's end still count in the digest.
-        while self._raw.read(CHUNK):
-            pass
+        self._worker.join()
         digest = "sha256:" + self._raw.sha.hexdigest()
         diff_id = digest if self._tar_sha is None else "sha256:" + self._tar_sha.hexdigest()
         return digest, diff_id
 
     def close(self) -> None:
-        """Close the file this stream opened (never a caller's stream)."""
+        """Stop the worker and close the file this stream opened (never a caller's stream)."""
+        self._stop = True
+        while self._worker.is_alive():
+            try:  # make room so a blocked put() returns and the worker sees the flag
+                self._queue.get(timeout=0.05)
+            except queue.Empty:
+                pass
         if self._owned is not None:
             self._owned.close()
             self._owned = None
