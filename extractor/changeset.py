@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 from .errors import BadInputError, UnsafeEntryError
 from .model import Entry, Kind
-from .paths import ancestors
 
 WH_PREFIX = ".wh."
 WH_META_PREFIX = ".wh..wh."
@@ -103,10 +102,13 @@ class LayerState:
 
     def wrote(self, physical: str) -> None:
         """Record that this layer put something at ``physical``."""
-        if physical in self.upper:
-            return
-        self.upper.add(physical)
-        self.upper.update(ancestors(physical))
+        upper = self.upper
+        path = physical
+        while path not in upper:
+            upper.add(path)
+            if not path:
+                return
+            path = path.rpartition("/")[0]  # stop at the first ancestor already known
 
     def add_link(self, path: str, target: str, made: bool) -> None:
         """Record a hardlink from ``path`` to ``target``, made or still waiting."""

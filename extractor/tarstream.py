@@ -54,11 +54,10 @@ def _number(field: bytes, what: str) -> int:
         if field[0] == 0xFF:  # negative, two's complement
             value -= 1 << (8 * (len(field) - 1))
         return value
-    digits = _cstr(field).strip(b" \0")
-    if not digits:
-        return 0
+    end = field.find(b"\0")
+    digits = field if end < 0 else field[:end]
     try:
-        return int(digits, 8)
+        return int(digits, 8) if digits.strip() else 0  # int() skips the padding spaces
     except ValueError:
         raise BadInputError(f"invalid tar header: bad {what} field {digits!r}") from None
 
