@@ -253,7 +253,78 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="owners from user.rootlesscontainers, else 0:0 for your files (implied when not root)",
     )
+    _corpus_commands(command, common)
     return parser
+
+
+def _corpus_commands(command: Any, common: argparse.ArgumentParser) -> None:
+    """Register ``corpus`` and ``conformance`` (see ``corpus`` and ``conformance``)."""
+    corpus = command(
+        "corpus",
+        [common],
+        "write the conformance corpus as layers, images and expected trees",
+        "Write every case of the conformance corpus under OUT/CASE: layers/N.tar (oldest "
+        "first), oci (an OCI layout, image tagged 'case'), docker-save.tar, expected.json "
+        "(the expected tree or error) and outside/ (the canary files that absolute symlink "
+        "targets of escape cases point at).",
+    )
+    corpus.add_argument("out", metavar="OUT")
+    corpus.add_argument(
+        "--cases", metavar="DIR", help="corpus directory (default: testdata/corpus)"
+    )
+    conformance = command(
+        "conformance",
+        [common],
+        "grade an unpacker against the corpus",
+        "Run an unpacker over every corpus case in a throwaway directory, with canary files "
+        "outside the destination, and print a pass/fail table. COMMAND runs with sh -c; "
+        "{image} is an OCI layout (tag 'case'), {docker} a docker-save tar, {layers} the layer "
+        "tars oldest first, {dest} the empty destination. Any change outside {dest} is an "
+        "ESCAPE. A case expecting a refusal passes when the command exits non-zero.",
+    )
+    conformance.epilog = "exit status:\n  0    every case passed\n  1    some case failed\n"
+    which = conformance.add_mutually_exclusive_group(required=True)
+    which.add_argument("--unpacker", metavar="COMMAND", help="the command to grade")
+    which.add_argument(
+        "--profile", choices=("umoci", "tar", "extractor"), help="a ready-made command"
+    )
+    conformance.add_argument(
+        "--timeout", type=float, default=30.0, metavar="S", help="seconds per case (default 30)"
+    )
+    conformance.add_argument("--case", action="append", default=[], help="only these cases")
+    conformance.add_argument("--cases", metavar="DIR", help="corpus directory")
+    conformance.add_argument(
+        "--json", action="store_true", help="one JSON document on stdout (extractor.conformance/v1)"
+    )
+
+
+def _cmd_corpus(args: argparse.Namespace) -> int:
+    from .corpus import load_cases, write_corpus
+
+    dirs = write_corpus(args.out, load_cases(args.cases))
+    if not args.quiet:
+        print(f"wrote {len(dirs)} cases -> {os.path.abspath(args.out)}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_conformance(args: argparse.Namespace) -> int:
+    from .conformance import as_json, profiles, render_table, run_conformance
+    from .corpus import load_cases
+
+    cases = load_cases(args.cases)
+    if args.case:
+        unknown = sorted(set(args.case) - {c.name for c in cases})
+        if unknown:
+            _error(f"no such case: {', '.join(unknown)}")
+            return EXIT_USAGE
+        cases = [c for c in cases if c.name in args.case]
+    command = args.unpacker if args.unpacker is not None else profiles()[args.profile]
+    label = args.profile or "unpacker"
+    results = run_conformance(cases, command, args.timeout)
+    sys.stdout.write(
+        as_json(results, label, command) if args.json else render_table(results, label)
+    )
+    return EXIT_OK if all(r.passed for r in results) else EXIT_FAILURE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -295,6 +366,10 @@ def _run(args: argparse.Namespace) -> int:
         return _cmd_diff(args)
     if args.command == "export":
         return _cmd_export(args)
+    if args.command == "corpus":
+        return _cmd_corpus(args)
+    if args.command == "conformance":
+        return _cmd_conformance(args)
     return _cmd_inspect(args)
 
 
