@@ -57,7 +57,8 @@ class ApplyOptions:
     progress: logs.Progress | None = None
 
 
-def _name_of(layer: LayerInput) -> str:
+def layer_name(layer: LayerInput) -> str:
+    """The name a layer goes by in messages and reports: given, its path, or its stream's."""
     if layer.name is not None:
         return layer.name
     source = layer.source
@@ -90,7 +91,7 @@ def apply_layers(
             RootOptions(
                 options.rootless, options.uid_maps, options.gid_maps, options.keep_dirlinks
             ),
-            _notifier(result),
+            notifier(result),
         )
     except OSError as e:
         raise OperationalError(f"cannot open {dest}: {e.strerror}") from None
@@ -98,11 +99,11 @@ def apply_layers(
     try:
         for index, item in enumerate(layers):
             layer = item if isinstance(item, LayerInput) else LayerInput(item)
-            name = _name_of(layer)
+            name = layer_name(layer)
             report = LayerReport(index=index, source=name)
             result.layers.append(report)
             label = f"{index + 1}/{len(layers)} ({name})"
-            _LayerApplier(root, report, label, options.progress).run(layer, options.verify)
+            LayerApplier(root, report, label, options.progress).run(layer, options.verify)
             log.info(
                 "layer_applied",
                 layer=index,
@@ -124,11 +125,13 @@ def apply_layers(
         if options.progress is not None:
             options.progress.close()
     result.seconds = time.monotonic() - started
-    _log_warnings(result, log)
+    log_warnings(result, log)
     return result
 
 
-def _notifier(result: ApplyResult) -> Callable[[str, str, str], None]:
+def notifier(result: ApplyResult) -> Callable[[str, str, str], None]:
+    """A callback that records the root's warnings against the current layer."""
+
     def notify(event: str, path: str, detail: str) -> None:
         layer = len(result.layers) - 1
         result.warnings.append(Notice(layer, path, event, detail))
@@ -137,8 +140,8 @@ def _notifier(result: ApplyResult) -> Callable[[str, str, str], None]:
     return notify
 
 
-def _log_warnings(result: ApplyResult, log: Any) -> None:
-    # One line per kind of loss, with a count, rather than thousands of lines.
+def log_warnings(result: ApplyResult, log: Any) -> None:
+    """Log one line per kind of tolerated loss, with a count, not thousands of lines."""
     counts: dict[str, int] = {}
     for notice in result.warnings:
         counts[notice.event] = counts.get(notice.event, 0) + 1
@@ -147,7 +150,7 @@ def _log_warnings(result: ApplyResult, log: Any) -> None:
         log.warning(event, count=count, example=example.path, detail=example.detail)
 
 
-class _LayerApplier:
+class LayerApplier:
     """Applies one layer's entries, in tar order, and fills its report."""
 
     def __init__(self, root: Root, report: LayerReport, label: str, progress: logs.Progress | None):

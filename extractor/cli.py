@@ -121,6 +121,14 @@ def _engine_options() -> argparse.ArgumentParser:
         action="store_true",
         help="keep an existing symlink to a directory where a layer has a directory (usrmerge)",
     )
+    add(
+        "--order",
+        choices=("chronological", "reverse"),
+        default="chronological",
+        help="oldest layer first (the default, correct), or newest first skipping what newer "
+        "layers wrote, as ggcr and kaniko before #326 did: to reproduce their bugs; the "
+        "--report then lists the paths where the orders differ ('conflicts')",
+    )
     return engine
 
 
@@ -254,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="owners from user.rootlesscontainers, else 0:0 for your files (implied when not root)",
     )
     _corpus_commands(command, common)
+    _conflicts_command(command, common, select)
     return parser
 
 
@@ -327,6 +336,67 @@ def _cmd_conformance(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r.passed for r in results) else EXIT_FAILURE
 
 
+def _conflicts_command(
+    command: Any, common: argparse.ArgumentParser, select: argparse.ArgumentParser
+) -> None:
+    """Register ``conflicts`` (see ``conflicts`` and ``explain``)."""
+    conflicts = command(
+        "conflicts",
+        [common, select],
+        "list the paths where unpacking newest first gives a different tree",
+        "Read IMAGE, or the layer tarballs given with --layers (oldest first): headers only, "
+        "nothing is written. Simulate applying them oldest first (the correct order) and "
+        "newest first, skipping what newer layers wrote (as ggcr's Extract and kaniko before "
+        "#326 do; see 'apply --order reverse'), and list every path where the two trees "
+        "differ (type, symlink target, which layer's bytes, hardlink grouping), with a kind, "
+        "the layers involved (counted from 1, oldest first) and one sentence that explains it.",
+    )
+    conflicts.epilog = (
+        "exit status:\n  0    no conflicts\n  1    conflicts found\n  2    usage error\n"
+        "  3    bad input (as for apply)\n  4    not found\n  5    refused as unsafe\n"
+    )
+    conflicts.add_argument("image", metavar="IMAGE", nargs="?")
+    conflicts.add_argument(
+        "--layers", nargs="+", metavar="LAYER", help="layer tarballs, oldest first, not an image"
+    )
+    conflicts.add_argument(
+        "--json", action="store_true", help="one JSON document on stdout (extractor.conflicts/v1)"
+    )
+
+
+def _cmd_conflicts(args: argparse.Namespace) -> int:
+    from .conflicts import detect_stack, document, image_stack, read_stack, render
+
+    if (args.image is None) == (args.layers is None):
+        _error("conflicts takes IMAGE or --layers LAYER..., exactly one of the two")
+        return EXIT_USAGE
+    if args.layers is not None:
+        if args.ref is not None or args.platform is not None:
+            _error("--ref and --platform select an image; they do not go with --layers")
+            return EXIT_USAGE
+        if args.layers.count("-") > 1:
+            _error("standard input can be read only once")
+            return EXIT_USAGE
+        stdin: BinaryIO = sys.stdin.buffer
+        stack, names = read_stack([stdin if name == "-" else name for name in args.layers])
+    else:
+        stack, names = image_stack(args.image, ref=args.ref, platform=args.platform)
+    found = detect_stack(stack, names)
+    if args.json:
+        sys.stdout.write(json.dumps(document(found), indent=2) + "\n")
+    else:
+        sys.stdout.write(render(found))
+        if not args.quiet:
+            layers = f"{len(stack)} layer{'s' if len(stack) != 1 else ''}"
+            if found:
+                count = f"{len(found)} path{'s' if len(found) != 1 else ''}"
+                line = f"{count} differ when the {layers} are applied newest first"
+            else:
+                line = f"no conflicts: the {layers} give the same tree in either order"
+            print(line, file=sys.stderr)
+    return EXIT_FAILURE if found else EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
@@ -368,6 +438,8 @@ def _run(args: argparse.Namespace) -> int:
         return _cmd_export(args)
     if args.command == "corpus":
         return _cmd_corpus(args)
+    if args.command == "conflicts":
+        return _cmd_conflicts(args)
     if args.command == "conformance":
         return _cmd_conformance(args)
     return _cmd_inspect(args)
@@ -413,7 +485,12 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     stdin: BinaryIO = sys.stdin.buffer
     sources: list[LayerSource] = [stdin if layer == "-" else layer for layer in args.layers]
     try:
-        result = apply_layers(args.dest, sources, _apply_options(args))
+        if args.order != "reverse":
+            result = apply_layers(args.dest, sources, _apply_options(args))
+        else:
+            from .reverse import apply_layers_reverse
+
+            result = apply_layers_reverse(args.dest, sources, _apply_options(args))
     except ExtractorError as e:
         _failed(args, e, None)
         raise
@@ -434,6 +511,7 @@ def _cmd_unpack(args: argparse.Namespace) -> int:
             force=args.force,
             atomic=args.atomic,
             options=_apply_options(args),
+            order=args.order,
         )
     except ExtractorError as e:
         _failed(args, e, None)
@@ -573,6 +651,10 @@ def report_dict(
         doc["layers"] = [asdict(layer) for layer in result.layers]
         doc["totals"] = _totals(result)
         doc["warnings"] = [asdict(w) for w in result.warnings]
+        conflicts = getattr(result, "conflicts", None)  # a reverse apply's (see reverse.py)
+        if conflicts is not None:
+            doc["order"] = "reverse"
+            doc["conflicts"] = [c.as_dict() for c in conflicts]
     doc["exit_code"] = EXIT_OK if error is None else error.exit_code
     if error is not None:
         doc["error"] = {"message": str(error), "layer": error.layer, "entry": error.entry}

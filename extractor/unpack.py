@@ -82,6 +82,7 @@ def unpack_image(
     force: bool = False,
     atomic: bool = False,
     options: ApplyOptions | None = None,
+    order: str = "chronological",
 ) -> UnpackResult:
     """Unpack the image at ``image_path`` into ``dest``.
 
@@ -89,7 +90,8 @@ def unpack_image(
     the unpack wrote is removed (see the module docstring) and the error is
     raised. With ``atomic`` the tree is built in a temporary sibling of
     ``dest`` and put in its place only once complete, so a failure leaves
-    ``dest`` exactly as it was, even with ``force``.
+    ``dest`` exactly as it was, even with ``force``. ``order="reverse"`` applies
+    the layers newest first (``reverse.apply_layers_reverse``).
     """
     state = _is_empty_dir(dest)
     if state is False and not force:
@@ -101,7 +103,12 @@ def unpack_image(
             logs.get_logger().warning("image_warning", image=image_path, detail=warning)
         target = _sibling(dest) if atomic else dest
         try:
-            result = apply_layers(target, layer_inputs(image), options)
+            if order != "reverse":
+                result = apply_layers(target, layer_inputs(image), options)
+            else:
+                from .reverse import apply_layers_reverse
+
+                result = apply_layers_reverse(target, layer_inputs(image), options)
         except BaseException as e:
             if atomic:
                 _remove_tree(target)
