@@ -54,6 +54,7 @@ class ApplyOptions:
     gid_maps: tuple[IdMap, ...] = ()
     keep_dirlinks: bool = False
     verify: bool = True  # check LayerInput digests, sizes and DiffIDs
+    max_path_bytes: int | None = None  # longest entry path; None: tarstream.MAX_PATH_BYTES
     progress: logs.Progress | None = None
 
 
@@ -103,7 +104,9 @@ def apply_layers(
             report = LayerReport(index=index, source=name)
             result.layers.append(report)
             label = f"{index + 1}/{len(layers)} ({name})"
-            LayerApplier(root, report, label, options.progress).run(layer, options.verify)
+            LayerApplier(root, report, label, options.progress).run(
+                layer, options.verify, options.max_path_bytes
+            )
             log.info(
                 "layer_applied",
                 layer=index,
@@ -164,7 +167,7 @@ class LayerApplier:
         self.plnk = False
         self.remaking: set[str] = set()
 
-    def run(self, layer: LayerInput, verify: bool) -> None:
+    def run(self, layer: LayerInput, verify: bool, max_path: int | None = None) -> None:
         started = time.monotonic()
         tar: TarReader | None = None  # names the entry at hand, for errors
         source = layer.source
@@ -178,7 +181,7 @@ class LayerApplier:
             ):
                 report = self.report
                 report.compression = stream.compression
-                tar = TarReader(stream)
+                tar = TarReader(stream, max_path)
                 if self.progress is not None:
                     self.progress.start(self.label, layer.size or _size_of(source))
                 while (entry := tar.next()) is not None:

@@ -68,6 +68,31 @@ def classify(entry: Entry) -> Decision:
     return Decision(Action.WHITEOUT, f"{head}/{name}" if head else name)
 
 
+class PathSet:
+    """A set of paths kept as their hashes, so a path 10,000 levels deep costs
+    10,000 small integers rather than 10,000 copies of ever longer prefixes.
+
+    ``str`` hashes are keyed per process (SipHash), so a layer cannot be
+    crafted to collide; a chance collision (about 2**-64) would only let a
+    same-layer whiteout spare one more lower path.
+    """
+
+    __slots__ = ("_keys",)
+
+    def __init__(self) -> None:
+        self._keys: set[int] = set()
+
+    def add(self, path: str) -> None:
+        """Add one path."""
+        self._keys.add(hash(path))
+
+    def __contains__(self, path: object) -> bool:
+        return hash(path) in self._keys
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
 @dataclass
 class LayerState:
     """What the rules remember while one layer streams by.
@@ -87,17 +112,22 @@ class LayerState:
     path takes it out of the set.
     """
 
-    upper: set[str] = field(default_factory=set)
-    seen: set[str] = field(default_factory=set)
+    upper: PathSet = field(default_factory=PathSet)
+    seen: set[int] = field(default_factory=set)
     links_to: dict[str, list[str]] = field(default_factory=dict)
     link_target: dict[str, str] = field(default_factory=dict)
     unmade: set[str] = field(default_factory=set)
 
     def first_time(self, path: str) -> bool:
-        """Record a name; False if this layer listed it before (last one wins)."""
-        if path in self.seen:
+        """Record a name; False if this layer listed it before (last one wins).
+
+        Names are kept as hashes: a layer of long names then costs 8 bytes a
+        name, and a collision (about 2**-64) only misreports a duplicate.
+        """
+        key = hash(path)
+        if key in self.seen:
             return False
-        self.seen.add(path)
+        self.seen.add(key)
         return True
 
     def wrote(self, physical: str) -> None:

@@ -46,7 +46,10 @@ class ExtractorError(Exception):
         if self.layer is not None:
             where.append(f"layer {self.layer}")
         if self.entry is not None:
-            where.append(f"entry {self.entry}")
+            entry = self.entry
+            if len(entry) > 160:  # keep the one line readable for hostile 64 KiB names
+                entry = f"{entry[:60]}...({len(entry)} characters)...{entry[-60:]}"
+            where.append(f"entry {entry}")
         prefix = " ".join(where)
         return f"{prefix}: {self.message}" if prefix else self.message
 

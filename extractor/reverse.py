@@ -327,7 +327,7 @@ def apply_layers_reverse(
             applier = ReverseLayerApplier(
                 root, report, label, options.progress, hider, probe, record
             )
-            applier.run(layer, options.verify)
+            applier.run(layer, options.verify, options.max_path_bytes)
             log.info(
                 "layer_applied",
                 layer=index,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 
 from . import xattrs
@@ -247,7 +247,7 @@ class Root:
 
     # -- removal ------------------------------------------------------------
 
-    def _remove(self, dfd: int, name: str, phys: str, keep: set[str] | None) -> None:
+    def _remove(self, dfd: int, name: str, phys: str, keep: Container[str] | None) -> None:
         """Remove ``name`` in ``dfd``; a directory with all below it, except ``keep``.
 
         ``keep`` holds what the current layer wrote (and the ancestors of
@@ -280,7 +280,7 @@ class Root:
         return fd
 
     def _remove_dir(
-        self, dfd: int, name: str, phys: str, keep: set[str] | None, keep_top: bool
+        self, dfd: int, name: str, phys: str, keep: Container[str] | None, keep_top: bool
     ) -> None:
         """Remove directory ``name`` and what is below it, except ``keep``.
 
@@ -324,7 +324,7 @@ class Root:
             if not ((key == phys and keep_top) or (keep is not None and key in keep)):
                 del self._dirmeta[key]
 
-    def remove(self, path: str, keep: set[str]) -> str | None:
+    def remove(self, path: str, keep: Container[str]) -> str | None:
         """Apply a whiteout: remove ``path`` (the link itself if it is one) from lower layers.
 
         Returns the physical path removed, or ``None`` if nothing was there.
@@ -344,7 +344,7 @@ class Root:
         finally:
             os.close(fd)
 
-    def clear_dir(self, path: str, keep: set[str]) -> str:
+    def clear_dir(self, path: str, keep: Container[str]) -> str:
         """Apply an opaque marker: empty directory ``path`` of what lower layers had."""
         fd, phys = self.walk(path, create=True)
         try:

@@ -12,6 +12,7 @@ times slower per header.
 from __future__ import annotations
 
 import base64
+import os
 import urllib.parse
 
 from .decode import Readable
@@ -21,6 +22,10 @@ from .paths import normalize
 
 BLOCK = 512
 MAX_META = 16 << 20  # bound on PAX and GNU long-name payloads
+# Longest entry path (and hardlink target) accepted, in bytes: 16 times Linux's
+# PATH_MAX, so paths thousands of levels deep still apply, while one header
+# cannot make every later check work on megabytes. Configurable per apply.
+MAX_PATH_BYTES = 64 << 10
 ZERO_BLOCK = bytes(BLOCK)
 
 _KINDS = {
@@ -86,6 +91,28 @@ def _pax_time_ns(value: str) -> int:
     return ns
 
 
+_ID_LIMIT = 1 << 32  # uid_t, gid_t and device numbers are 32 bits
+_TIME_LIMIT = 1 << 63  # nanoseconds in a signed 64-bit timespec
+_SIZE_LIMIT = 1 << 63  # off_t
+
+
+def _check_ranges(entry: Entry) -> None:
+    """Refuse numbers no filesystem call can take (base-256 and PAX allow any size)."""
+    for what, value in (
+        ("uid", entry.uid),
+        ("gid", entry.gid),
+        ("device major", entry.devmajor),
+        ("device minor", entry.devminor),
+    ):
+        if not 0 <= value < _ID_LIMIT:
+            raise BadInputError(f"{what} {value} is out of range")
+    for what, value in (("mtime", entry.mtime_ns), ("atime", entry.atime_ns or 0)):
+        if not -_TIME_LIMIT < value < _TIME_LIMIT:
+            raise BadInputError(f"{what} is out of range")
+    if not 0 <= entry.realsize < _SIZE_LIMIT or not 0 <= entry.size < _SIZE_LIMIT:
+        raise BadInputError("file size is out of range")
+
+
 def parse_pax(data: bytes) -> list[tuple[str, bytes]]:
     """PAX records ``"%d %s=%s\\n"`` as (key, raw value) pairs, in order."""
     records: list[tuple[str, bytes]] = []
@@ -119,8 +146,9 @@ class TarReader:
     error messages.
     """
 
-    def __init__(self, stream: Readable):
+    def __init__(self, stream: Readable, max_path: int | None = None):
         self._stream = stream
+        self._max_path = MAX_PATH_BYTES if max_path is None else max_path
         self._buf = bytearray()
         self._remaining = 0  # unread data bytes of the current entry
         self._padding = 0
@@ -309,6 +337,10 @@ class TarReader:
             # GNU dumpdir: a directory with a listing as data. Other header-only
             # types carry no data whatever their size field says (as tarfile and Go).
             self._remaining, self._padding = size, -size % BLOCK
+        _check_ranges(entry)
+        for what, value in (("path", entry.path), ("hardlink target", entry.linkname)):
+            if len(value) > self._max_path // 4 and len(os.fsencode(value)) > self._max_path:
+                raise BadInputError(f"{what} is longer than {self._max_path} bytes")
         return entry
 
     def _apply_pax(self, entry: Entry, pax: dict[str, bytes]) -> None:

@@ -17,7 +17,7 @@ node, as names share an inode.
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, field
 
 from .errors import BadInputError, UnsafeEntryError
@@ -177,7 +177,7 @@ class MemRoot:
     # -- removal ------------------------------------------------------------
 
     @staticmethod
-    def _remove(directory: Dir, name: str, phys: str, keep: set[str] | None) -> None:
+    def _remove(directory: Dir, name: str, phys: str, keep: Container[str] | None) -> None:
         """Remove ``name`` and, for a directory, all below it except ``keep``."""
         _check_name(name)
         node = directory.children.get(name)
@@ -193,7 +193,7 @@ class MemRoot:
             del directory.children[name]
 
     @staticmethod
-    def _remove_dir(top: Dir, phys: str, keep: set[str] | None) -> None:
+    def _remove_dir(top: Dir, phys: str, keep: Container[str] | None) -> None:
         """Empty ``top`` of everything not in ``keep`` (a kept name keeps its ancestors)."""
         todo: list[tuple[Dir, str]] = [(top, phys)]
         while todo:
@@ -209,7 +209,7 @@ class MemRoot:
                 elif not kept:
                     del directory.children[name]
 
-    def remove(self, path: str, keep: set[str]) -> str | None:
+    def remove(self, path: str, keep: Container[str]) -> str | None:
         """A whiteout: ``Root.remove``."""
         head, _, name = path.rpartition("/")
         try:
@@ -224,7 +224,7 @@ class MemRoot:
         self.removed[self.origin] = target
         return target
 
-    def clear_dir(self, path: str, keep: set[str]) -> str:
+    def clear_dir(self, path: str, keep: Container[str]) -> str:
         """An opaque marker: ``Root.clear_dir``."""
         directory, phys = self.walk(path, create=True)
         self._remove_dir(directory, phys, keep)
