@@ -225,7 +225,7 @@ class Root:
         os.mkdir(name, 0o755, dir_fd=dfd)
         os.chmod(xattrs.link_name(dfd, name), 0o755)  # defeat the umask
 
-    def _unlock(self, fd: int, phys: str) -> bool:
+    def _unlock(self, fd: int, phys: str | None) -> bool:
         """As non-root, make a directory we own writable and enterable; False if we can't.
 
         Its mode is put back by ``finish`` unless the layer sets a new one.
@@ -237,7 +237,8 @@ class Root:
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or mode & 0o700 == 0o700:
             return False
         os.chmod(f"/proc/self/fd/{fd}", mode | 0o700)
-        self._dirmeta.setdefault(phys, (mode, st.st_atime_ns, st.st_mtime_ns))
+        if phys is not None:  # None: the directory is about to be removed
+            self._dirmeta.setdefault(phys, (mode, st.st_atime_ns, st.st_mtime_ns))
         return True
 
     @staticmethod
@@ -263,7 +264,7 @@ class Root:
                 self._forget()
             os.unlink(name, dir_fd=dfd)
 
-    def _open_for_removal(self, dfd: int, name: str, phys: str) -> int:
+    def _open_for_removal(self, dfd: int, name: str, phys: str | None) -> int:
         """A readable fd of directory ``name``, made writable so its children can go."""
         flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
@@ -289,23 +290,29 @@ class Root:
         so trees nested thousands of levels deep need neither deep recursion
         nor thousands of fds.
         """
-        # One frame per directory on the way down: its name, physical path,
-        # whether it stays, and the children still to visit.
-        fd = self._open_for_removal(dfd, name, phys)
-        frames: list[tuple[str, str, bool, list[str]]] = [(name, phys, keep_top, _children(fd))]
+        # One frame per directory on the way down: its name, its physical path
+        # (only while something below it may be kept: ``keep`` holds the
+        # ancestors of all it holds, so outside it nothing needs checking and
+        # a path 10,000 levels deep does not cost 10,000 long strings), whether
+        # it stays, and the children still to visit.
+        fd = self._open_for_removal(dfd, name, phys if keep_top else None)
+        watch = phys if keep is not None and phys in keep else None
+        frames: list[tuple[str, str | None, bool, list[str]]] = [
+            (name, watch, keep_top, _children(fd))
+        ]
         try:
             while frames:
                 dname, dphys, dkept, todo = frames[-1]
                 if todo:
                     child = todo.pop()
-                    cphys = self.join(dphys, child)
-                    ckept = keep is not None and cphys in keep
+                    cphys = None if dphys is None else self.join(dphys, child)
+                    ckept = cphys is not None and keep is not None and cphys in keep
                     st = os.stat(child, dir_fd=fd, follow_symlinks=False)
                     if stat.S_ISDIR(st.st_mode):
-                        sub = self._open_for_removal(fd, child, cphys)
+                        sub = self._open_for_removal(fd, child, cphys if ckept else None)
                         os.close(fd)
                         fd = sub
-                        frames.append((child, cphys, ckept, _children(fd)))
+                        frames.append((child, cphys if ckept else None, ckept, _children(fd)))
                     elif not ckept:
                         os.unlink(child, dir_fd=fd)
                     continue
