@@ -129,6 +129,13 @@ def _engine_options() -> argparse.ArgumentParser:
         "layers wrote, as ggcr and kaniko before #326 did: to reproduce their bugs; the "
         "--report then lists the paths where the orders differ ('conflicts')",
     )
+    add(
+        "--max-path-bytes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="refuse entry paths longer than N bytes (default 65536)",
+    )
     return engine
 
 
@@ -455,6 +462,7 @@ def _apply_options(args: argparse.Namespace) -> ApplyOptions:
         gid_maps=tuple(args.gid_map),
         keep_dirlinks=args.keep_dirlinks,
         verify=not getattr(args, "no_verify", False),
+        max_path_bytes=args.max_path_bytes,
         progress=progress,
     )
 

@@ -640,3 +640,16 @@ def test_no_progress_line_when_not_wanted(tmp_path: Path, slow_layer: Path, flag
         assert text == ""
     else:
         assert len(text.strip().splitlines()) == 1 and SUMMARY.match(text.strip()), repr(text)
+
+
+def test_max_path_bytes_refuses_longer_paths(tmp_path: Path) -> None:
+    """--max-path-bytes N refuses a longer entry path in one line (exit 3); the default takes it."""
+    name = "/".join(["d" * 20] * 10) + "/leaf"  # 215 bytes
+    layer = Layer().file(name, b"x").write(tmp_path / "l.tar")
+    refused = run(["apply", str(tmp_path / "a"), str(layer), "--max-path-bytes", "100"])
+    assert refused.code == 3
+    assert refused.lines[-1].endswith("path is longer than 100 bytes")
+    assert len(refused.lines) == 1
+    taken = run(["apply", str(tmp_path / "b"), str(layer)])
+    assert taken.code == 0, taken.err
+    assert (tmp_path / "b" / name).read_bytes() == b"x"
