@@ -58,6 +58,11 @@ def _platform(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _stdin() -> BinaryIO:
+    """Standard input unbuffered, so the decoder can poll it and stop on a signal."""
+    return open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
+
+
 def _id_map(text: str) -> IdMap:
     try:
         return IdMap.parse(text)
@@ -384,7 +389,7 @@ def _cmd_conflicts(args: argparse.Namespace) -> int:
         if args.layers.count("-") > 1:
             _error("standard input can be read only once")
             return EXIT_USAGE
-        stdin: BinaryIO = sys.stdin.buffer
+        stdin = _stdin()
         stack, names = read_stack([stdin if name == "-" else name for name in args.layers])
     else:
         stack, names = image_stack(args.image, ref=args.ref, platform=args.platform)
@@ -490,7 +495,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     if args.layers.count("-") > 1:
         _error("standard input can be read only once")
         return EXIT_USAGE
-    stdin: BinaryIO = sys.stdin.buffer
+    stdin = _stdin()
     sources: list[LayerSource] = [stdin if layer == "-" else layer for layer in args.layers]
     try:
         if args.order != "reverse":

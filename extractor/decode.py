@@ -9,9 +9,13 @@ of the uncompressed tar (what an image config's ``rootfs.diff_ids`` names).
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import queue
+import select
+import stat
 import threading
+from collections.abc import Callable
 from typing import IO, Protocol
 
 import zstandard
@@ -39,15 +43,35 @@ class Readable(Protocol):
     def read(self, n: int = -1, /) -> bytes: ...
 
 
-class _HashingReader:
-    """Reads the raw source, hashing and counting every byte that passes."""
+class _StoppedError(Exception):
+    """The consumer went away (an error or a signal); the worker ends quietly."""
 
-    def __init__(self, source: Readable):
+
+class _HashingReader:
+    """Reads the raw source, hashing and counting every byte that passes.
+
+    A pipe, FIFO or socket read directly by fd is waited on with ``poll`` in
+    short slices, checking ``stopped``: otherwise a worker blocked on a
+    writer that never closes would keep the process from exiting on SIGINT.
+    """
+
+    def __init__(self, source: Readable, stopped: Callable[[], bool] = lambda: False):
         self._source = source
+        self._stopped = stopped
+        self._poll: select.poll | None = None
+        if isinstance(source, io.FileIO):  # unbuffered: nothing hides behind its fd
+            mode = os.fstat(source.fileno()).st_mode
+            if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode):
+                self._poll = select.poll()
+                self._poll.register(source.fileno(), select.POLLIN | select.POLLHUP)
         self.sha = hashlib.sha256()
         self.count = 0
 
     def read(self, n: int = -1, /) -> bytes:
+        if self._poll is not None:
+            while not self._poll.poll(100):
+                if self._stopped():
+                    raise _StoppedError
         data = self._source.read(n)
         if data:
             self.sha.update(data)
@@ -225,7 +249,8 @@ class LayerStream:
         self._owned: IO[bytes] | None = None
         if isinstance(source, (str, os.PathLike)):
             try:
-                self._owned = open(source, "rb")  # noqa: SIM115 (closed in close())
+                # Unbuffered: reads are 1 MiB anyway, and a FIFO can then be polled.
+                self._owned = open(source, "rb", buffering=0)  # noqa: SIM115 (closed in close())
             except FileNotFoundError:
                 raise NotFoundError(f"no such file: {os.fspath(source)}") from None
             except IsADirectoryError:
@@ -235,7 +260,8 @@ class LayerStream:
             raw_source: Readable = self._owned
         else:
             raw_source = source
-        self._raw = _HashingReader(raw_source)
+        self._stop = False
+        self._raw = _HashingReader(raw_source, lambda: self._stop)
         head = self._read_head()
         if head.startswith(GZIP_MAGIC):
             self.compression = "gzip"
@@ -252,7 +278,6 @@ class LayerStream:
         self._chunk = b""
         self._pos = 0
         self._eof = False
-        self._stop = False
         self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(self._AHEAD)
         self._worker = threading.Thread(target=self._pump, name="layer-decode", daemon=True)
         self._worker.start()
@@ -281,6 +306,8 @@ class LayerStream:
                 if self._tar_sha is not None:
                     self._tar_sha.update(data)
                 self._queue.put(data)
+        except _StoppedError:
+            return
         except BaseException as e:  # handed to the consumer, raised there
             self._queue.put(e)
 

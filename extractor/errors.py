@@ -44,14 +44,29 @@ class ExtractorError(Exception):
     def __str__(self) -> str:
         where = []
         if self.layer is not None:
-            where.append(f"layer {self.layer}")
+            where.append(f"layer {_printable(self.layer)}")
         if self.entry is not None:
             entry = self.entry
             if len(entry) > 160:  # keep the one line readable for hostile 64 KiB names
                 entry = f"{entry[:60]}...({len(entry)} characters)...{entry[-60:]}"
-            where.append(f"entry {entry}")
+            where.append(f"entry {_printable(entry)}")
         prefix = " ".join(where)
         return f"{prefix}: {self.message}" if prefix else self.message
+
+
+def _printable(text: str) -> str:
+    """Escape control characters, so a hostile name can neither break the one-line
+    message into several nor send escape sequences to a terminal."""
+    if text.isprintable():
+        return text
+    out = []
+    for c in text:
+        code = ord(c)
+        if c.isprintable() or 0xDC80 <= code <= 0xDCFF:  # surrogates stand for raw bytes
+            out.append(c)
+        else:
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+    return "".join(out)
 
 
 class OperationalError(ExtractorError):
