@@ -389,8 +389,7 @@ def _cmd_conflicts(args: argparse.Namespace) -> int:
         if args.layers.count("-") > 1:
             _error("standard input can be read only once")
             return EXIT_USAGE
-        stdin = _stdin()
-        stack, names = read_stack([stdin if name == "-" else name for name in args.layers])
+        stack, names = read_stack([_stdin() if name == "-" else name for name in args.layers])
     else:
         stack, names = image_stack(args.image, ref=args.ref, platform=args.platform)
     found = detect_stack(stack, names)
@@ -495,8 +494,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     if args.layers.count("-") > 1:
         _error("standard input can be read only once")
         return EXIT_USAGE
-    stdin = _stdin()
-    sources: list[LayerSource] = [stdin if layer == "-" else layer for layer in args.layers]
+    sources: list[LayerSource] = [_stdin() if layer == "-" else layer for layer in args.layers]
     try:
         if args.order != "reverse":
             result = apply_layers(args.dest, sources, _apply_options(args))
