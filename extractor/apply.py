@@ -9,8 +9,8 @@ from __future__ import annotations
 import errno
 import os
 import time
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -86,18 +86,9 @@ def apply_layers(
     started = time.monotonic()
     result = ApplyResult(dest=dest)
     log = logs.get_logger()
-    try:
-        root = Root(
-            dest,
-            RootOptions(
-                options.rootless, options.uid_maps, options.gid_maps, options.keep_dirlinks
-            ),
-            notifier(result),
-        )
-    except OSError as e:
-        raise OperationalError(f"cannot open {dest}: {e.strerror}") from None
+    root = open_root(dest, options, notifier(result))
     result.rootless = not root.privileged
-    try:
+    with applying(root, result, options, started):
         for index, item in enumerate(layers):
             layer = item if isinstance(item, LayerInput) else LayerInput(item)
             name = layer_name(layer)
@@ -115,6 +106,34 @@ def apply_layers(
                 entries=report.entries,
                 seconds=round(report.seconds, 3),
             )
+    result.seconds = time.monotonic() - started
+    log_warnings(result, log)
+    return result
+
+
+def open_root(dest: str, options: ApplyOptions, notify: Callable[[str, str, str], None]) -> Root:
+    """The ``Root`` an apply writes through, with the options' ownership policy."""
+    try:
+        return Root(
+            dest,
+            RootOptions(
+                options.rootless, options.uid_maps, options.gid_maps, options.keep_dirlinks
+            ),
+            notify,
+        )
+    except OSError as e:
+        raise OperationalError(f"cannot open {dest}: {e.strerror}") from None
+
+
+@contextmanager
+def applying(
+    root: Root, result: ApplyResult, options: ApplyOptions, started: float
+) -> Iterator[None]:
+    """Around a driver's layer loop: finish the root's directories when the loop
+    completes, attach what was done to a failure (for ``--report``), and
+    always release the root and the progress line."""
+    try:
+        yield
         try:
             root.finish()
         except OSError as e:
@@ -127,9 +146,6 @@ def apply_layers(
         root.close()
         if options.progress is not None:
             options.progress.close()
-    result.seconds = time.monotonic() - started
-    log_warnings(result, log)
-    return result
 
 
 def notifier(result: ApplyResult) -> Callable[[str, str, str], None]:

@@ -44,14 +44,15 @@ from .apply import (
     LayerApplier,
     LayerInput,
     LayerSource,
+    applying,
     layer_name,
     log_warnings,
+    open_root,
 )
 from .changeset import Action, classify
-from .errors import ExtractorError, OperationalError
 from .model import ApplyResult, Entry, Kind, LayerReport, Notice
 from .paths import ancestors
-from .rootfs import Root, RootOptions
+from .rootfs import Root
 from .treemodel import Dir, MemRoot
 
 if TYPE_CHECKING:
@@ -300,58 +301,38 @@ def apply_layers_reverse(
         result.warnings.append(Notice(report.index, path, event, detail))
         report.warnings += 1
 
-    try:
-        root = Root(
-            dest,
-            RootOptions(
-                options.rootless, options.uid_maps, options.gid_maps, options.keep_dirlinks
-            ),
-            notify,
-        )
-    except OSError as e:
-        raise OperationalError(f"cannot open {dest}: {e.strerror}") from None
+    root = open_root(dest, options, notify)
     result.rootless = not root.privileged
     hider = Hider()
     probe = probe_root(root)
     stack: list[list[Entry]] = [[] for _ in layers]
     try:
-        for index in reversed(range(len(layers))):
-            item = layers[index]
-            layer = item if isinstance(item, LayerInput) else LayerInput(item)
-            name = layer_name(layer)
-            report = LayerReport(index=index, source=name)
-            result.layers.append(report)
-            current.append(report)
-            label = f"{index + 1}/{len(layers)} ({name})"
-            record = stack[index] if detect else None
-            applier = ReverseLayerApplier(
-                root, report, label, options.progress, hider, probe, record
-            )
-            applier.run(layer, options.verify, options.max_path_bytes)
-            log.info(
-                "layer_applied",
-                layer=index,
-                order="reverse",
-                digest=report.digest,
-                diff_id=report.diff_id,
-                entries=report.entries,
-                skipped=report.skipped,
-                seconds=round(report.seconds, 3),
-            )
-        try:
-            root.finish()
-        except OSError as e:
-            raise OperationalError(f"setting directory metadata: {e.strerror}") from None
-    except ExtractorError as e:
-        result.layers.sort(key=lambda r: r.index)
-        result.seconds = time.monotonic() - started
-        e.partial = result
-        raise
+        with applying(root, result, options, started):
+            for index in reversed(range(len(layers))):
+                item = layers[index]
+                layer = item if isinstance(item, LayerInput) else LayerInput(item)
+                name = layer_name(layer)
+                report = LayerReport(index=index, source=name)
+                result.layers.append(report)
+                current.append(report)
+                label = f"{index + 1}/{len(layers)} ({name})"
+                record = stack[index] if detect else None
+                applier = ReverseLayerApplier(
+                    root, report, label, options.progress, hider, probe, record
+                )
+                applier.run(layer, options.verify, options.max_path_bytes)
+                log.info(
+                    "layer_applied",
+                    layer=index,
+                    order="reverse",
+                    digest=report.digest,
+                    diff_id=report.diff_id,
+                    entries=report.entries,
+                    skipped=report.skipped,
+                    seconds=round(report.seconds, 3),
+                )
     finally:
-        root.close()
-        if options.progress is not None:
-            options.progress.close()
-    result.layers.sort(key=lambda r: r.index)
+        result.layers.sort(key=lambda r: r.index)  # reported oldest first
     if detect:
         from .conflicts import detect_stack
 
