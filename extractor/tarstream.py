@@ -98,6 +98,15 @@ _SIZE_LIMIT = 1 << 63  # off_t
 
 def _check_ranges(entry: Entry) -> None:
     """Refuse numbers no filesystem call can take (base-256 and PAX allow any size)."""
+    if (
+        0 <= entry.uid < _ID_LIMIT
+        and 0 <= entry.gid < _ID_LIMIT
+        and entry.devmajor == entry.devminor == 0
+        and -_TIME_LIMIT < entry.mtime_ns < _TIME_LIMIT
+        and entry.atime_ns is None
+        and 0 <= entry.size <= entry.realsize < _SIZE_LIMIT
+    ):
+        return  # the common case, checked in one go
     for what, value in (
         ("uid", entry.uid),
         ("gid", entry.gid),
@@ -258,7 +267,13 @@ class TarReader:
                 self._skip_rest()
                 continue
             return self._entry(
-                block, typeflag, size, {**self._global, **pax}, sparse_runs, long_name, long_link
+                block,
+                typeflag,
+                size,
+                {**self._global, **pax} if self._global else pax,
+                sparse_runs,
+                long_name,
+                long_link,
             )
 
     def _check(self, block: bytes) -> None:
