@@ -18,36 +18,19 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import sys
-import tarfile
 from pathlib import Path
 
 import zstandard
+from tarspec import spec_tar
 
 HERE = Path(__file__).resolve().parent / "demo"
 MTIME = 1_700_000_000
 
 
 def _tar(entries: list[tuple[str, str, object, int]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for kind, name, payload, mode in entries:
-            info = tarfile.TarInfo(name)
-            info.mtime, info.mode, info.uname, info.gname = MTIME, mode, "", ""
-            data = None
-            if kind == "dir":
-                info.type = tarfile.DIRTYPE
-            elif kind == "file":
-                assert isinstance(payload, bytes)
-                info.size, data = len(payload), io.BytesIO(payload)
-            elif kind == "symlink":
-                info.type, info.linkname = tarfile.SYMTYPE, str(payload)
-            elif kind == "hardlink":
-                info.type, info.linkname = tarfile.LNKTYPE, str(payload)
-            tf.addfile(info, data)
-    return buf.getvalue()
+    return spec_tar(entries, MTIME)
 
 
 def layers() -> dict[str, bytes]:

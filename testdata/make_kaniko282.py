@@ -23,11 +23,11 @@ proves the committed files are what this script makes.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import sys
-import tarfile
 from pathlib import Path
+
+from tarspec import Spec, spec_tar
 
 HERE = Path(__file__).resolve().parent / "kaniko282"
 BASE_TIME = 1_533_772_800  # 2018-08-09, the day the issue was filed
@@ -36,29 +36,9 @@ GIT = b"#!/bin/sh\necho 'git version 2.18.0 (kaniko #282 reproduction)'\n"
 REF = "kaniko282:latest"
 LAYER_MEDIA = "application/vnd.oci.image.layer.v1.tar"
 
-Spec = tuple[str, str, object, int]  # kind, name, payload, mode
-
 
 def _tar(entries: list[Spec], mtime: int) -> bytes:
-    """A tar as Go's archive/tar (docker) writes it: two zero blocks, no record padding."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for kind, name, payload, mode in entries:
-            info = tarfile.TarInfo(name)
-            info.mtime, info.mode, info.uname, info.gname = mtime, mode, "", ""
-            data = None
-            if kind == "dir":
-                info.type = tarfile.DIRTYPE
-            elif kind == "file":
-                assert isinstance(payload, bytes)
-                info.size, data = len(payload), io.BytesIO(payload)
-            elif kind == "symlink":
-                info.type, info.linkname = tarfile.SYMTYPE, str(payload)
-            elif kind == "hardlink":
-                info.type, info.linkname = tarfile.LNKTYPE, str(payload)
-            tf.addfile(info, data)
-        end = tf.offset + 2 * tarfile.BLOCKSIZE
-    return buf.getvalue()[:end]
+    return spec_tar(entries, mtime, go_style=True)
 
 
 def layers() -> dict[str, bytes]:
