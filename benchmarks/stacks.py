@@ -29,15 +29,22 @@ try:
 except ImportError:  # run with the project's .venv/bin/python to have it
     zstandard = None
 
+# the checkout's own extractor, whether or not it is installed in this Python
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from extractor.imagewrite import (
+    OCI_LAYER_GZIP,
+    OCI_LAYER_ZSTD,
+    blob_path,
+    oci_layout_files,
+    write_files,
+)
+
 GENERATOR_VERSION = 1
 MTIME = 1_700_000_000  # fixed mtime of synthetic entries
 TAG = "bench"
 MIB = 2**20
 
-MEDIA_TYPES = {
-    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
-    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
-}
+MEDIA_TYPES = {"gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD}
 
 # name -> one-line description (the README's inputs table uses these)
 DESCRIPTIONS = {
@@ -514,39 +521,23 @@ BUILDERS: dict[str, Callable[[Path, float, Log], list[LayerFile]]] = {
 # OCI layout
 
 
-def _canonical(doc: Any) -> bytes:
-    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-
-
-def _put_blob(blobs: Path, data: bytes) -> dict[str, Any]:
-    digest = hashlib.sha256(data).hexdigest()
-    (blobs / digest).write_bytes(data)
-    return {"digest": f"sha256:{digest}", "size": len(data)}
-
-
 def write_layout(stack: Stack, layout: Path) -> None:
     """An OCI image layout holding the stack, tagged ``bench``."""
     if layout.exists():
         shutil.rmtree(layout)
-    blobs = layout / "blobs" / "sha256"
-    blobs.mkdir(parents=True)
-    descriptors = []
+    (layout / "blobs" / "sha256").mkdir(parents=True)
     for layer in stack.layers:
-        blob = blobs / layer.digest.split(":", 1)[1]
+        blob = layout / blob_path(layer.digest)
         if blob.exists():  # a manifest may list one blob more than once
-            pass
-        else:
-            try:
-                os.link(layer.path, blob)
-            except OSError:
-                shutil.copyfile(layer.path, blob)
-        descriptors.append(
-            {
-                "mediaType": MEDIA_TYPES[layer.compression],
-                "digest": layer.digest,
-                "size": layer.size,
-            }
-        )
+            continue
+        try:
+            os.link(layer.path, blob)
+        except OSError:
+            shutil.copyfile(layer.path, blob)
+    descriptors = [
+        {"mediaType": MEDIA_TYPES[layer.compression], "digest": layer.digest, "size": layer.size}
+        for layer in stack.layers
+    ]
     config = {
         "architecture": "amd64",
         "os": "linux",
@@ -555,28 +546,7 @@ def write_layout(stack: Stack, layout: Path) -> None:
         "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in stack.layers]},
         "history": [{"created_by": f"benchmark layer {i + 1}"} for i in range(len(stack.layers))],
     }
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            **_put_blob(blobs, _canonical(config)),
-        },
-        "layers": descriptors,
-    }
-    index = {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [
-            {
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                **_put_blob(blobs, _canonical(manifest)),
-                "annotations": {"org.opencontainers.image.ref.name": TAG},
-            }
-        ],
-    }
-    (layout / "index.json").write_bytes(_canonical(index))
-    (layout / "oci-layout").write_bytes(_canonical({"imageLayoutVersion": "1.0.0"}))
+    write_files(layout, oci_layout_files(descriptors, config, TAG))
 
 
 # ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from .errors import (
     OperationalError,
     UnsafeEntryError,
 )
+from .limits import Limits
 from .model import ApplyResult, Entry, Kind, LayerReport, Notice
 from .rootfs import IdMap
 
@@ -32,6 +33,7 @@ __all__ = [
     "Kind",
     "LayerInput",
     "LayerReport",
+    "Limits",
     "NotFoundError",
     "Notice",
     "OperationalError",

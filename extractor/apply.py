@@ -11,13 +11,14 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 from . import logs
 from .changeset import PLNK_DIR, Action, LayerState, classify
 from .decode import LayerStream
 from .errors import BadInputError, ExtractorError, OperationalError
+from .limits import Limits
 from .model import ApplyResult, Entry, Kind, LayerReport, Notice
 from .rootfs import IdMap, Root, RootOptions
 from .tarstream import TarReader
@@ -54,7 +55,7 @@ class ApplyOptions:
     gid_maps: tuple[IdMap, ...] = ()
     keep_dirlinks: bool = False
     verify: bool = True  # check LayerInput digests, sizes and DiffIDs
-    max_path_bytes: int | None = None  # longest entry path; None: tarstream.MAX_PATH_BYTES
+    limits: Limits = field(default_factory=Limits)
     progress: logs.Progress | None = None
 
 
@@ -96,7 +97,7 @@ def apply_layers(
             result.layers.append(report)
             label = f"{index + 1}/{len(layers)} ({name})"
             LayerApplier(root, report, label, options.progress).run(
-                layer, options.verify, options.max_path_bytes
+                layer, options.verify, options.limits
             )
             log.info(
                 "layer_applied",
@@ -117,7 +118,11 @@ def open_root(dest: str, options: ApplyOptions, notify: Callable[[str, str, str]
         return Root(
             dest,
             RootOptions(
-                options.rootless, options.uid_maps, options.gid_maps, options.keep_dirlinks
+                options.rootless,
+                options.uid_maps,
+                options.gid_maps,
+                options.keep_dirlinks,
+                options.limits.symlinks,
             ),
             notify,
         )
@@ -182,8 +187,12 @@ class LayerApplier:
         self.log = logs.get_logger()
         self.plnk = False
         self.remaking: set[str] = set()
+        self.links_left = Limits().hardlinks  # hardlinks this layer may still make
 
-    def run(self, layer: LayerInput, verify: bool, max_path: int | None = None) -> None:
+    def run(self, layer: LayerInput, verify: bool, limits: Limits | None = None) -> None:
+        """Stream ``layer`` onto the root, within ``limits``; raises ``ExtractorError``."""
+        limits = limits or Limits()
+        self.links_left = limits.hardlinks
         started = time.monotonic()
         tar: TarReader | None = None  # names the entry at hand, for errors
         source = layer.source
@@ -197,11 +206,16 @@ class LayerApplier:
             ):
                 report = self.report
                 report.compression = stream.compression
-                tar = TarReader(stream, max_path)
+                tar = TarReader(stream, limits)
+                max_entries = limits.entries
                 if self.progress is not None:
                     self.progress.start(self.label, layer.size or _size_of(source))
                 while (entry := tar.next()) is not None:
                     report.entries += 1
+                    if report.entries > max_entries:
+                        raise BadInputError(
+                            f"more than {max_entries} entries in one layer (--max-entries)"
+                        )
                     if self.debug:
                         self.log.debug(
                             "entry", layer=report.index, path=entry.path, kind=entry.kind.value
@@ -279,6 +293,11 @@ class LayerApplier:
             # Its target is itself a link still waiting: wait behind it.
             state.add_link(path, target, made=False)
             return
+        self.links_left -= 1
+        if self.links_left < 0:
+            raise BadInputError(
+                "more hardlinks made in one layer than the limit (--max-hardlinks)", entry=path
+            )
         link = Entry(
             name=path,
             path=path,
@@ -303,7 +322,7 @@ class LayerApplier:
             return
         self.remaking.add(target)
         try:
-            for path in list(self.state.links_to.get(target, ())):
+            for path in self.state.links_of(target):
                 if path != target:
                     self._hardlink(path, target)
         finally:

@@ -104,12 +104,14 @@ class LayerState:
     hidden by whiteout files in subsequent layers"). ``seen`` catches
     duplicate names.
 
-    ``links_to`` maps a target path to the hardlinks this layer made (or
-    could not make yet) to it. Whenever the layer writes that target, they
-    are made again, so a link listed before its target never keeps a lower
-    layer's stale inode; links still unmade at the end of the layer are an
-    error. ``link_target`` is the reverse index, so a later entry at a link's
-    path takes it out of the set.
+    ``link_target`` maps each hardlink this layer made (or could not make
+    yet) to its target; ``links_to`` lists them by target. Whenever the layer
+    writes a target, its links are made again, so a link listed before its
+    target never keeps a lower layer's stale inode; links still unmade at
+    the end of the layer are an error. A later entry at a link's path only
+    leaves ``link_target``: ``links_to`` keeps the stale name until that
+    target's links are next remade, which skips and sheds it. So every
+    change is O(1), and a layer cannot make the bookkeeping quadratic.
     """
 
     upper: PathSet = field(default_factory=PathSet)
@@ -142,15 +144,26 @@ class LayerState:
 
     def add_link(self, path: str, target: str, made: bool) -> None:
         """Record a hardlink from ``path`` to ``target``, made or still waiting."""
-        self.drop_link(path)
-        self.links_to.setdefault(target, []).append(path)
-        self.link_target[path] = target
-        if not made:
+        if self.link_target.get(path) != target:
+            self.link_target[path] = target
+            self.links_to.setdefault(target, []).append(path)
+        if made:
+            self.unmade.discard(path)
+        else:
             self.unmade.add(path)
 
     def drop_link(self, path: str) -> None:
         """``path`` is being written anew: it is no longer a link to remake."""
-        target = self.link_target.pop(path, None)
-        if target is not None:
-            self.links_to[target].remove(path)
+        if self.link_target.pop(path, None) is not None:
             self.unmade.discard(path)
+
+    def links_of(self, target: str) -> list[str]:
+        """The paths that are hardlinks to ``target`` now, each once, in link order."""
+        listed = self.links_to.get(target)
+        if not listed:
+            return []
+        current = self.link_target
+        live = list(dict.fromkeys(p for p in listed if current.get(p) == target))
+        if len(live) < len(listed):
+            self.links_to[target] = live[:]  # shed names since rewritten or relinked
+        return live

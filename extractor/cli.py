@@ -25,6 +25,7 @@ from .errors import (
     EXIT_USAGE,
     ExtractorError,
 )
+from .limits import Limits
 from .model import ApplyResult
 from .rootfs import IdMap
 
@@ -134,14 +135,40 @@ def _engine_options() -> argparse.ArgumentParser:
         "layers wrote, as ggcr and kaniko before #326 did: to reproduce their bugs; the "
         "--report then lists the paths where the orders differ ('conflicts')",
     )
-    add(
-        "--max-path-bytes",
-        type=int,
-        default=None,
-        metavar="N",
-        help="refuse entry paths longer than N bytes (default 65536)",
-    )
+    for flag, field, what in _LIMIT_FLAGS:
+        add(
+            flag,
+            type=_positive,
+            default=getattr(Limits(), field),
+            dest=f"limit_{field}",
+            metavar="N",
+            help=f"refuse {what} (default %(default)s; see Limits in the README)",
+        )
     return engine
+
+
+# The configurable bounds: (flag, Limits field, what exceeding it means).
+_LIMIT_FLAGS = (
+    ("--max-path-bytes", "path_bytes", "entry paths and hardlink targets longer than N bytes"),
+    (
+        "--max-header-bytes",
+        "header_bytes",
+        "PAX headers, GNU long names and sparse maps over N bytes",
+    ),
+    ("--max-symlinks", "symlinks", "paths that follow more than N symlinks inside the root"),
+    ("--max-hardlinks", "hardlinks", "layers that make more than N hardlinks (remade ones count)"),
+    ("--max-entries", "entries", "layers of more than N entries"),
+)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"want a positive whole number, not {text!r}")
+    return value
 
 
 def _selection_options() -> argparse.ArgumentParser:
@@ -466,7 +493,7 @@ def _apply_options(args: argparse.Namespace) -> ApplyOptions:
         gid_maps=tuple(args.gid_map),
         keep_dirlinks=args.keep_dirlinks,
         verify=not getattr(args, "no_verify", False),
-        max_path_bytes=args.max_path_bytes,
+        limits=Limits(**{field: getattr(args, f"limit_{field}") for _, field, _ in _LIMIT_FLAGS}),
         progress=progress,
     )
 

@@ -320,7 +320,7 @@ def apply_layers_reverse(
                 applier = ReverseLayerApplier(
                     root, report, label, options.progress, hider, probe, record
                 )
-                applier.run(layer, options.verify, options.max_path_bytes)
+                applier.run(layer, options.verify, options.limits)
                 log.info(
                     "layer_applied",
                     layer=index,

@@ -3,7 +3,7 @@
 Safety lives here. Paths are resolved the way a chroot into the root would
 resolve them: one component at a time from a directory fd, reading each
 symlink and continuing from the root for absolute targets, with ``..``
-clamped at the root and at most ``MAX_LINKS`` links followed. The last
+clamped at the root and at most ``RootOptions.max_symlinks`` links followed. The last
 component of an entry is never followed: an existing file, link or
 directory there is removed and the entry created exclusively, so writes
 never go through a symlink or into another name's inode.
@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 from . import xattrs
 from .errors import BadInputError, UnsafeEntryError
+from .limits import SYMLINKS
 from .model import Entry, Kind
 from .paths import is_within
 
-MAX_LINKS = 40  # Linux MAXSYMLINKS
 CHUNK = 1 << 20
 
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -76,6 +76,7 @@ class RootOptions:
     uid_maps: tuple[IdMap, ...] = ()
     gid_maps: tuple[IdMap, ...] = ()
     keep_dirlinks: bool = False
+    max_symlinks: int = SYMLINKS  # followed while resolving one path
 
 
 Notify = Callable[[str, str, str], None]  # (event, path, detail)
@@ -179,7 +180,7 @@ class Root:
                 st = os.stat(part, dir_fd=cur, follow_symlinks=False)
                 if stat.S_ISLNK(st.st_mode):
                     links += 1
-                    if links > MAX_LINKS:
+                    if links > self.options.max_symlinks:
                         raise UnsafeEntryError(
                             f"too many levels of symbolic links resolving {path!r}"
                         )

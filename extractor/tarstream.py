@@ -17,15 +17,11 @@ import urllib.parse
 
 from .decode import Readable
 from .errors import BadInputError
+from .limits import Limits
 from .model import Entry, Kind
 from .paths import normalize
 
 BLOCK = 512
-MAX_META = 16 << 20  # bound on PAX and GNU long-name payloads
-# Longest entry path (and hardlink target) accepted, in bytes: 16 times Linux's
-# PATH_MAX, so paths thousands of levels deep still apply, while one header
-# cannot make every later check work on megabytes. Configurable per apply.
-MAX_PATH_BYTES = 64 << 10
 ZERO_BLOCK = bytes(BLOCK)
 
 _KINDS = {
@@ -152,12 +148,14 @@ class TarReader:
     ``next()`` returns the next ``Entry`` (or ``None`` at the end) and skips
     whatever data of the previous one was not read. ``read_data(n)`` reads the
     current entry's stored bytes. ``current`` names the last member seen, for
-    error messages.
+    error messages. ``limits`` bounds paths and extended headers.
     """
 
-    def __init__(self, stream: Readable, max_path: int | None = None):
+    def __init__(self, stream: Readable, limits: Limits | None = None):
+        limits = limits or Limits()
         self._stream = stream
-        self._max_path = MAX_PATH_BYTES if max_path is None else max_path
+        self._max_path = limits.path_bytes
+        self._max_meta = limits.header_bytes
         self._buf = bytearray()
         self._remaining = 0  # unread data bytes of the current entry
         self._padding = 0
@@ -212,8 +210,10 @@ class TarReader:
             self._padding = 0
 
     def _payload(self, size: int, what: str) -> bytes:
-        if size > MAX_META:
-            raise BadInputError(f"{what} of {size} bytes is larger than the {MAX_META} allowed")
+        if size > self._max_meta:
+            raise BadInputError(
+                f"{what} of {size} bytes is larger than the {self._max_meta} allowed"
+            )
         data = self._read_exact(size, what)
         pad = -size % BLOCK
         if pad:
@@ -427,7 +427,7 @@ class TarReader:
         count: int | None = None
         while count is None or len(values) < 2 * count:
             while b"\n" not in text:
-                if self._remaining < BLOCK or len(text) > MAX_META:
+                if self._remaining < BLOCK or len(text) > self._max_meta:
                     raise BadInputError("invalid sparse map: truncated or too large")
                 text += self._read_exact(BLOCK, "sparse map")
                 self._remaining -= BLOCK

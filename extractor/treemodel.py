@@ -4,7 +4,7 @@
 (``write``, ``link``, ``remove``, ``clear_dir``, ``notify``, ``walk``), with
 the same resolution rules: symlinks followed one component at a time inside
 the root, ``..`` and absolute targets clamped at the root, at most
-``MAX_LINKS`` links, a non-directory parent replaced by a directory, the last
+``limits.SYMLINKS`` links, a non-directory parent replaced by a directory, the last
 component never followed, a hardlink to a symlink linking the symlink. It
 writes nothing: the conflict detector runs the engine's own drivers on it to
 predict the tree each layer order gives, from the tar headers alone.
@@ -21,8 +21,8 @@ from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, field
 
 from .errors import BadInputError, UnsafeEntryError
+from .limits import SYMLINKS
 from .model import Entry, Kind
-from .rootfs import MAX_LINKS
 
 NAME_MAX = 255  # bytes in one component, as on ext4, xfs and tmpfs
 SYMLINK_MAX = 4095  # bytes in a symlink target
@@ -133,7 +133,7 @@ class MemRoot:
                 todo.append(part)
             elif node.kind is Kind.SYMLINK:
                 links += 1
-                if links > MAX_LINKS:
+                if links > SYMLINKS:
                     raise UnsafeEntryError(f"too many levels of symbolic links resolving {path!r}")
                 if node.target.startswith("/"):
                     del stack[1:]

@@ -17,13 +17,24 @@ image layout (tag `demo`) for `extractor unpack` and `inspect`.
 from __future__ import annotations
 
 import gzip
-import hashlib
-import json
 import sys
 from pathlib import Path
 
 import zstandard
 from tarspec import spec_tar
+
+# the checkout's own extractor, whether or not it is installed in this Python
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from extractor.imagewrite import (
+    OCI_LAYER,
+    OCI_LAYER_GZIP,
+    OCI_LAYER_ZSTD,
+    blob_files,
+    descriptor,
+    digest_of,
+    oci_layout_files,
+    write_files,
+)
 
 HERE = Path(__file__).resolve().parent / "demo"
 MTIME = 1_700_000_000
@@ -82,65 +93,35 @@ def layers() -> dict[str, bytes]:
     }
 
 
-MEDIA = {
-    ".gz": "application/vnd.oci.image.layer.v1.tar+gzip",
-    ".zst": "application/vnd.oci.image.layer.v1.tar+zstd",
-    ".tar": "application/vnd.oci.image.layer.v1.tar",
-}
+MEDIA = {".gz": OCI_LAYER_GZIP, ".zst": OCI_LAYER_ZSTD, ".tar": OCI_LAYER}
 
 
-def _blob(blobs: Path, data: bytes) -> dict[str, object]:
-    digest = hashlib.sha256(data).hexdigest()
-    (blobs / digest).write_bytes(data)
-    return {"digest": f"sha256:{digest}", "size": len(data)}
-
-
-def _json(doc: object) -> bytes:
-    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+def _tar_of(name: str, data: bytes) -> bytes:
+    """The uncompressed tar of the layer file ``name``, whose sha256 is its diff_id."""
+    if name.endswith(".gz"):
+        return gzip.decompress(data)
+    if name.endswith(".zst"):
+        return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+    return data
 
 
 def write_oci(layout: Path) -> None:
     """The demo stack as an OCI image layout tagged ``demo``, byte for byte reproducible."""
-    blobs = layout / "blobs" / "sha256"
-    blobs.mkdir(parents=True, exist_ok=True)
     stack = layers()
-    descriptors, diff_ids = [], []
-    for name, data in stack.items():
-        descriptors.append({"mediaType": MEDIA[Path(name).suffix], **_blob(blobs, data)})
-        raw = gzip.decompress(data) if name.endswith(".gz") else data
-        if name.endswith(".zst"):
-            raw = zstandard.ZstdDecompressor().decompressobj().decompress(data)
-        diff_ids.append("sha256:" + hashlib.sha256(raw).hexdigest())
     config = {
         "architecture": "amd64",
         "os": "linux",
         "created": "2023-11-14T22:13:20Z",
         "config": {"Entrypoint": ["/app/run.sh"]},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "rootfs": {
+            "type": "layers",
+            "diff_ids": [digest_of(_tar_of(n, d)) for n, d in stack.items()],
+        },
         "history": [{"created_by": f"demo layer {name}"} for name in stack],
     }
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            **_blob(blobs, _json(config)),
-        },
-        "layers": descriptors,
-    }
-    index = {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [
-            {
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                **_blob(blobs, _json(manifest)),
-                "annotations": {"org.opencontainers.image.ref.name": "demo"},
-            }
-        ],
-    }
-    (layout / "index.json").write_bytes(_json(index))
-    (layout / "oci-layout").write_bytes(_json({"imageLayoutVersion": "1.0.0"}))
+    descs = [descriptor(MEDIA[Path(name).suffix], data) for name, data in stack.items()]
+    files = {**blob_files(stack.values()), **oci_layout_files(descs, config, "demo")}
+    write_files(layout, files)
 
 
 def main() -> int:

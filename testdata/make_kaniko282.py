@@ -22,19 +22,27 @@ proves the committed files are what this script makes.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 from pathlib import Path
 
 from tarspec import Spec, spec_tar
+
+# the checkout's own extractor, whether or not it is installed in this Python
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from extractor.imagewrite import (
+    OCI_LAYER,
+    blob_files,
+    canonical_json,
+    descriptor,
+    digest_of,
+    oci_layout_files,
+)
 
 HERE = Path(__file__).resolve().parent / "kaniko282"
 BASE_TIME = 1_533_772_800  # 2018-08-09, the day the issue was filed
 UPPER_TIME = BASE_TIME + 3600
 GIT = b"#!/bin/sh\necho 'git version 2.18.0 (kaniko #282 reproduction)'\n"
 REF = "kaniko282:latest"
-LAYER_MEDIA = "application/vnd.oci.image.layer.v1.tar"
 
 
 def _tar(entries: list[Spec], mtime: int) -> bytes:
@@ -82,64 +90,37 @@ def layers() -> dict[str, bytes]:
 
 
 def _json(doc: object) -> bytes:
-    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode() + b"\n"
-
-
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _descriptor(media_type: str, data: bytes) -> dict[str, object]:
-    return {"mediaType": media_type, "digest": _digest(data), "size": len(data)}
+    # the committed files end in a newline, unlike imagewrite's default documents
+    return canonical_json(doc) + b"\n"
 
 
 def oci_layout(tars: list[bytes]) -> dict[str, bytes]:
     """The OCI image layout's files, by path relative to oci/."""
-    config = _json(
-        {
-            "architecture": "amd64",
-            "os": "linux",
-            "created": "2018-08-09T01:00:00Z",
-            "config": {
-                "Cmd": ["/usr/bin/git", "--version"],
-                "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "created": "2018-08-09T01:00:00Z",
+        "config": {
+            "Cmd": ["/usr/bin/git", "--version"],
+            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+        },
+        "rootfs": {"type": "layers", "diff_ids": [digest_of(t) for t in tars]},
+        "history": [
+            {
+                "created": "2018-08-09T00:00:00Z",
+                "created_by": "/bin/sh -c apk add --no-cache git",
             },
-            "rootfs": {"type": "layers", "diff_ids": [_digest(t) for t in tars]},
-            "history": [
-                {
-                    "created": "2018-08-09T00:00:00Z",
-                    "created_by": "/bin/sh -c apk add --no-cache git",
-                },
-                {
-                    "created": "2018-08-09T01:00:00Z",
-                    "created_by": "/bin/sh -c rm /usr/bin/git && "
-                    "ln -s /usr/libexec/git-core/git /usr/bin/git",
-                },
-            ],
-        }
-    )
-    manifest = _json(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": _descriptor("application/vnd.oci.image.config.v1+json", config),
-            "layers": [_descriptor(LAYER_MEDIA, t) for t in tars],
-        }
-    )
-    entry = _descriptor("application/vnd.oci.image.manifest.v1+json", manifest)
-    entry["annotations"] = {"org.opencontainers.image.ref.name": REF}
-    entry["platform"] = {"architecture": "amd64", "os": "linux"}
-    index = _json(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": [entry],
-        }
-    )
-    files = {"oci-layout": _json({"imageLayoutVersion": "1.0.0"}), "index.json": index}
-    for blob in [*tars, config, manifest]:
-        files[f"blobs/sha256/{_digest(blob)[7:]}"] = blob
-    return files
+            {
+                "created": "2018-08-09T01:00:00Z",
+                "created_by": "/bin/sh -c rm /usr/bin/git && "
+                "ln -s /usr/libexec/git-core/git /usr/bin/git",
+            },
+        ],
+    }
+    descs = [descriptor(OCI_LAYER, t) for t in tars]
+    platform = {"architecture": "amd64", "os": "linux"}
+    small = oci_layout_files(descs, config, REF, dump=_json, platform=platform)
+    return {**blob_files(tars), **small}
 
 
 def everything() -> dict[str, bytes]:

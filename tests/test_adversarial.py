@@ -41,7 +41,7 @@ from typing import IO, Any
 
 import pytest
 
-from extractor import ApplyOptions, ExtractorError, apply_layers
+from extractor import ApplyOptions, ExtractorError, Limits, apply_layers
 
 CORPUS = Path(__file__).resolve().parent.parent / "testdata" / "adversarial"
 CASES: list[dict[str, Any]] = json.loads((CORPUS / "cases.json").read_text())["cases"]
@@ -399,6 +399,47 @@ def test_200k_hardlinks_to_one_file(jail: Path, options: ApplyOptions) -> None:
     assert outcome.seconds < 60
     print(
         f"{HARDLINKS} hardlinks: {outcome.seconds:.1f} s, "
+        f"peak RSS growth {outcome.growth / 2**20:.1f} MiB"
+    )
+
+
+LINK_LIMIT = 50_000  # a configured --max-hardlinks, so the refusals come quickly
+
+
+def _endless_links() -> Iterator[bytes]:
+    """A target, then hardlinks to it without end (a layer that would never finish)."""
+    yield bytes(_ustar(b"target", b"0", 5)) + b"EVIL\n" + bytes(507)
+    yield bytes(_ustar(b"h", b"5"))
+    i = 0
+    while True:
+        block = _ustar(b"h/%07d" % i, b"1", linkname=b"target")
+        yield bytes(block)
+        i += 1
+
+
+def _endless_rewrites() -> Iterator[bytes]:
+    """1000 links to a file, then the file written again and again: each rewrite
+    remakes all 1000 links, so unbounded this is quadratic work."""
+    yield bytes(_ustar(b"target", b"0", 5)) + b"EVIL\n" + bytes(507)
+    yield bytes(_ustar(b"h", b"5"))
+    for i in range(1000):
+        yield bytes(_ustar(b"h/%04d" % i, b"1", linkname=b"target"))
+    while True:
+        yield bytes(_ustar(b"target", b"0", 5)) + b"EVIL\n" + bytes(507)
+
+
+@pytest.mark.parametrize("blocks", [_endless_links, _endless_rewrites])
+def test_hardlink_bombs_are_refused_at_the_limit(
+    jail: Path, blocks: Callable[[], Iterator[bytes]]
+) -> None:
+    """Millions of links (or of remade links) stop at ``--max-hardlinks`` with a clean
+    error, in bounded memory, and the fake host is untouched."""
+    options = ApplyOptions(limits=Limits(hardlinks=LINK_LIMIT))
+    outcome = jailed_apply(jail, [lambda: GeneratedTar(blocks())], options, timeout=120)
+    expect = {"outcome": "error", "error": "BadInputError", "words": ("--max-hardlinks",)}
+    check_outcome(outcome, expect, memory=(32 << 20) + PER_ENTRY * LINK_LIMIT)
+    print(
+        f"{blocks.__name__}: refused after {LINK_LIMIT} links in {outcome.seconds:.1f} s, "
         f"peak RSS growth {outcome.growth / 2**20:.1f} MiB"
     )
 
