@@ -28,6 +28,7 @@ from .model import Entry, Kind
 from .paths import is_within
 
 CHUNK = 1 << 20
+PARENTS = 256  # resolved parent directories kept open (each an O_PATH fd)
 
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -85,11 +86,20 @@ Notify = Callable[[str, str, str], None]  # (event, path, detail)
 class Root:
     """A directory that layers are applied to, and every write into it.
 
-    ``_cached`` keeps the last resolved parent directory, because consecutive
-    entries mostly share one. Reusing a resolution after a component it went
-    through was replaced is how containerd's CVE-2025-47290 wrote onto the
-    host, so every removal of an existing directory or symlink drops it
-    (``_forget``). Nothing else changes what a walk would find.
+    ``_parents`` keeps up to ``PARENTS`` resolved parent directories (as
+    fds), because entries mostly go to a few directories at a time. Reusing
+    a resolution after a component it went through was replaced is how
+    containerd's CVE-2025-47290 wrote onto the host, so every removal of an
+    existing directory or symlink drops them all (``_forget``). Nothing else
+    changes what a walk would find: a walk goes only through directories and
+    symlinks, and the tree holds nothing but what this root writes.
+
+    Creating a file as root in a directory that is neither setgid nor has a
+    default ACL gives it our ids and its mode less the umask, so a file whose
+    owner and mode are already those needs no ``fchown`` or ``fchmod``: two
+    of the six syscalls a small file costs. Each cached parent remembers
+    whether it is such a "plain" directory; writing setgid or ACLs onto a
+    directory drops the cache.
 
     ``_dirmeta`` holds the final mode and times of directories, applied by
     ``finish`` once nothing more is written below them; as non-root,
@@ -107,7 +117,10 @@ class Root:
         self.privileged = os.geteuid() == 0 and not options.rootless
         self.notify = notify
         self.fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self._cached: tuple[str, int, str] | None = None  # (lexical parent, fd, physical)
+        self._parents: dict[str, tuple[int, str, bool]] = {}  # lexical -> (fd, physical, plain)
+        self._plain = False  # whether the directory ``parent`` last returned is plain
+        self._creator = (os.geteuid(), os.getegid())
+        self._umask = _umask()
         self._stale: list[int] = []  # forgotten fds the current entry may still be using
         self._dirmeta: dict[str, tuple[int, int, int]] = {}  # physical -> mode, atime, mtime
 
@@ -120,11 +133,11 @@ class Root:
     # -- resolution ---------------------------------------------------------
 
     def _forget(self) -> None:
-        # The fd may be the parent the current entry is being written in, which
-        # is still the right directory; it is closed before the next lookup.
-        if self._cached is not None:
-            self._stale.append(self._cached[1])
-            self._cached = None
+        # One fd may be the parent the current entry is being written in, which
+        # is still the right directory; they are closed before the next lookup.
+        if self._parents:
+            self._stale.extend(fd for fd, _, _ in self._parents.values())
+            self._parents.clear()
 
     def _close_stale(self) -> None:
         while self._stale:
@@ -212,15 +225,19 @@ class Root:
     def parent(self, path: str) -> tuple[int, str, str]:
         """(fd, physical parent path, basename) for an entry path; fd is borrowed."""
         head, _, name = path.rpartition("/")
-        cached = self._cached
-        if cached is None or cached[0] != head:
-            self._forget()
+        cached = self._parents.get(head)
+        if cached is None:
             self._close_stale()
             fd, phys = self.walk(head, create=True)
             if not self.privileged:
                 self._unlock(fd, phys)  # a read-only directory from an earlier run
-            self._cached = cached = (head, fd, phys)
-        return cached[1], cached[2], name
+            if len(self._parents) >= PARENTS:
+                # The oldest: not the current entry's parent, which is this one.
+                os.close(self._parents.pop(next(iter(self._parents)))[0])
+            plain = not os.fstat(fd).st_mode & stat.S_ISGID and not xattrs.has_default_acl(fd)
+            self._parents[head] = cached = (fd, phys, plain)
+        self._plain = cached[2]
+        return cached[0], cached[1], name
 
     def _mkdir_implicit(self, dfd: int, name: str) -> None:
         os.mkdir(name, 0o755, dir_fd=dfd)
@@ -405,11 +422,13 @@ class Root:
     def _write_file(
         self, dfd: int, name: str, phys: str, entry: Entry, read: Callable[[int], bytes]
     ) -> None:
+        plain = self._plain
+        perms = entry.mode & 0o777
         try:
-            fd = os.open(name, _NEW_FILE, 0o600, dir_fd=dfd)
+            fd = os.open(name, _NEW_FILE, perms, dir_fd=dfd)
         except FileExistsError:
             self._replace(dfd, name, phys)
-            fd = os.open(name, _NEW_FILE, 0o600, dir_fd=dfd)
+            fd = os.open(name, _NEW_FILE, perms, dir_fd=dfd)
         try:
             if entry.sparse is None:
                 while chunk := read(CHUNK):
@@ -424,8 +443,9 @@ class Root:
                         offset += len(chunk)
                         length -= len(chunk)
                 os.ftruncate(fd, entry.realsize)
-            self._own(fd, entry)
-            os.fchmod(fd, entry.mode)
+            self._own(fd, entry, plain)
+            if not plain or perms != entry.mode or perms & self._umask:
+                os.fchmod(fd, entry.mode)  # also after a chown, which clears setuid
             self._set_xattrs_fd(fd, entry, replace=False)
             os.utime(fd, ns=(entry.atime_ns or entry.mtime_ns, entry.mtime_ns))
         finally:
@@ -433,6 +453,8 @@ class Root:
 
     def _write_dir(self, dfd: int, name: str, phys: str, entry: Entry) -> None:
         mode = entry.mode if self.privileged else entry.mode | 0o700
+        if mode & stat.S_ISGID or any(k.startswith("system.posix_acl") for k in entry.xattrs):
+            self._forget()  # it may be a cached parent that stops being plain
         try:
             os.mkdir(name, 0o700, dir_fd=dfd)
             merged = False
@@ -535,10 +557,13 @@ class Root:
             map_id(entry.gid, self.options.gid_maps, "gid"),
         )
 
-    def _own(self, fd: int, entry: Entry) -> None:
+    def _own(self, fd: int, entry: Entry, plain: bool = False) -> None:
+        """Set the owner of what ``fd`` opens; ``plain``: it was just created in a
+        plain directory, so it already has our ids."""
         uid, gid = self._ids(entry)
         if self.privileged:
-            os.fchown(fd, uid, gid)
+            if not plain or (uid, gid) != self._creator:
+                os.fchown(fd, uid, gid)
         elif uid or gid:
             self._record_owner_fd(fd, entry, uid, gid)
 
@@ -630,6 +655,20 @@ class Root:
             os.close(fd)
             fd = nxt
         return fd
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (Linux 4.7+), else by setting it back."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _children(fd: int) -> list[str]:

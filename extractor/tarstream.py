@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import base64
 import os
+import struct
 import urllib.parse
+import zlib
 
 from .decode import Readable
 from .errors import BadInputError
@@ -23,6 +25,10 @@ from .paths import normalize
 
 BLOCK = 512
 ZERO_BLOCK = bytes(BLOCK)
+# name, mode, uid, gid, size, mtime, chksum, typeflag, linkname, magic; the
+# rest (devices, prefix, GNU sparse) is sliced from the block when needed.
+_HEADER = struct.Struct("100s8s8s8s12s12s8sc100s6s")
+_SPACES = b" " * 8  # the checksum field counts as spaces
 
 _KINDS = {
     b"0": Kind.FILE,
@@ -46,6 +52,16 @@ def _text(raw: bytes) -> str:
 def _cstr(field: bytes) -> bytes:
     end = field.find(b"\0")
     return field if end < 0 else field[:end]
+
+
+def _octal(field: bytes, what: str) -> int:
+    """``_number`` with the common case (plain octal) first."""
+    if field[0] < 0x80:
+        try:
+            return int(field.split(b"\0", 1)[0] or b"0", 8)
+        except ValueError:
+            pass  # padding only, or not a number: _number tells which
+    return _number(field, what)
 
 
 def _number(field: bytes, what: str) -> int:
@@ -241,12 +257,23 @@ class TarReader:
                 if second is not None and second != ZERO_BLOCK:
                     raise BadInputError("invalid tar: a zero block followed by more data")
                 return None
-            self._check(block)
-            typeflag = block[156:157]
-            size = _number(block[124:136], "size")
+            fields = _HEADER.unpack_from(block)
+            self._check(block, fields[6])
+            typeflag = fields[7]
+            size = _octal(fields[4], "size")
             if size < 0:
                 raise BadInputError(f"invalid tar header: negative size {size}")
-            if typeflag in (b"x", b"X", b"g"):
+            if typeflag in b"xXgLKV":
+                if typeflag == b"V":  # volume label: nothing to extract
+                    self._remaining, self._padding = size, -size % BLOCK
+                    self._skip_rest()
+                    continue
+                if typeflag == b"L":
+                    long_name = _cstr(self._payload(size, "GNU long name"))
+                    continue
+                if typeflag == b"K":
+                    long_link = _cstr(self._payload(size, "GNU long link name"))
+                    continue
                 records = parse_pax(self._payload(size, "PAX header"))
                 if typeflag == b"g":
                     self._global.update(records)
@@ -256,19 +283,9 @@ class TarReader:
                         sparse_runs.append(_decimal(_text(value), key))
                     pax[key] = value
                 continue
-            if typeflag == b"L":
-                long_name = _cstr(self._payload(size, "GNU long name"))
-                continue
-            if typeflag == b"K":
-                long_link = _cstr(self._payload(size, "GNU long link name"))
-                continue
-            if typeflag in (b"V",):  # volume label: nothing to extract
-                self._remaining, self._padding = size, -size % BLOCK
-                self._skip_rest()
-                continue
             return self._entry(
                 block,
-                typeflag,
+                fields,
                 size,
                 {**self._global, **pax} if self._global else pax,
                 sparse_runs,
@@ -276,12 +293,18 @@ class TarReader:
                 long_link,
             )
 
-    def _check(self, block: bytes) -> None:
+    def _check(self, block: bytes, field: bytes) -> None:
+        if block.isascii():
+            # Adler-32's low half is 1 + the byte sum mod 65521, and an ASCII
+            # block sums to less than that: the exact sum, computed in C.
+            a = zlib.adler32(block[156:], zlib.adler32(_SPACES, zlib.adler32(block[:148])))
+            unsigned = (a & 0xFFFF) - 1
+        else:
+            unsigned = sum(block) - sum(block[148:156]) + 8 * 32
         try:
-            stored = _number(block[148:156], "checksum")
+            stored = _octal(field, "checksum")
         except BadInputError:
             stored = -1
-        unsigned = sum(block) - sum(block[148:156]) + 8 * 32
         if stored != unsigned:
             # Some old writers summed signed chars.
             high = sum(1 for b in block[:148] + block[156:] if b > 127)
@@ -292,40 +315,42 @@ class TarReader:
     def _entry(
         self,
         block: bytes,
-        typeflag: bytes,
+        fields: tuple[bytes, ...],
         size: int,
         pax: dict[str, bytes],
         sparse_runs: list[int],
         long_name: bytes | None,
         long_link: bytes | None,
     ) -> Entry:
-        magic = block[257:263]
-        name_raw = long_name if long_name is not None else _cstr(block[0:100])
-        if long_name is None and magic == b"ustar\0":
-            prefix = _cstr(block[345:500])
-            if prefix:
-                name_raw = prefix + b"/" + name_raw
+        typeflag = fields[7]
+        if long_name is not None:
+            name_raw = long_name
+        else:
+            name_raw = _cstr(fields[0])
+            if fields[9] == b"ustar\0" and block[345] != 0:
+                name_raw = _cstr(block[345:500]) + b"/" + name_raw
         name = _text(name_raw)
-        linkname = _text(long_link if long_link is not None else _cstr(block[157:257]))
-        if "path" in pax:
-            name = _text(pax["path"])
-        if "linkpath" in pax:
-            linkname = _text(pax["linkpath"])
+        linkname = _text(long_link if long_link is not None else _cstr(fields[8]))
+        if pax:
+            if "path" in pax:
+                name = _text(pax["path"])
+            if "linkpath" in pax:
+                linkname = _text(pax["linkpath"])
         self.current = name
         kind = _KINDS.get(typeflag)
         if kind is None:
             printable = typeflag.decode("latin-1")
             raise BadInputError(f"unsupported tar entry type {printable!r}")
-        if kind is Kind.FILE and typeflag in (b"0", b"\0") and name.endswith("/"):
+        if kind is Kind.FILE and typeflag in b"0\0" and name.endswith("/"):
             kind = Kind.DIR  # old tars mark directories only by the slash
         entry = Entry(
-            name=name,
-            path=normalize(name),
-            kind=kind,
-            mode=_number(block[100:108], "mode") & 0o7777,
-            uid=_number(block[108:116], "uid"),
-            gid=_number(block[116:124], "gid"),
-            mtime_ns=_number(block[136:148], "mtime") * 1_000_000_000,
+            name,
+            normalize(name),
+            kind,
+            _octal(fields[1], "mode") & 0o7777,
+            _octal(fields[2], "uid"),
+            _octal(fields[3], "gid"),
+            _octal(fields[5], "mtime") * 1_000_000_000,
         )
         if kind is Kind.HARDLINK:
             entry.linkname = normalize(linkname)
@@ -334,7 +359,8 @@ class TarReader:
         if kind in (Kind.CHAR, Kind.BLOCK):
             entry.devmajor = _number(block[329:337], "devmajor")
             entry.devminor = _number(block[337:345], "devminor")
-        self._apply_pax(entry, pax)
+        if pax:
+            self._apply_pax(entry, pax)
         if kind is Kind.FILE:
             stored = size
             if "size" in pax:
@@ -353,9 +379,11 @@ class TarReader:
             # types carry no data whatever their size field says (as tarfile and Go).
             self._remaining, self._padding = size, -size % BLOCK
         _check_ranges(entry)
-        for what, value in (("path", entry.path), ("hardlink target", entry.linkname)):
-            if len(value) > self._max_path // 4 and len(os.fsencode(value)) > self._max_path:
-                raise BadInputError(f"{what} is longer than {self._max_path} bytes")
+        limit = self._max_path
+        if len(entry.path) > limit // 4 or len(entry.linkname) > limit // 4:
+            for what, value in (("path", entry.path), ("hardlink target", entry.linkname)):
+                if len(os.fsencode(value)) > limit:
+                    raise BadInputError(f"{what} is longer than {limit} bytes")
         return entry
 
     def _apply_pax(self, entry: Entry, pax: dict[str, bytes]) -> None:

@@ -52,6 +52,19 @@ def remove_on_fd(fd: int, name: str) -> None:
     xattr.removexattr(fd, name)
 
 
+def has_default_acl(dir_fd: int) -> bool:
+    """Whether a directory (any fd, ``O_PATH`` too) may give new files a default ACL.
+
+    True when that cannot be told (no ``/proc``): callers then do the work an
+    ACL would make necessary.
+    """
+    try:
+        xattr.getxattr(f"/proc/self/fd/{dir_fd}", "system.posix_acl_default")
+    except OSError as e:
+        return e.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP)
+    return True
+
+
 def rootless_owner_record(uid: int, gid: int) -> bytes:
     """The ``user.rootlesscontainers`` value umoci writes for an owner it could not set.
 

@@ -838,3 +838,67 @@ def test_nobody_creates_fifos_and_exact_modes(nobody: Nobody) -> None:
         "tmp/f": 0o444,
     }
     assert doc["layers"][0]["warnings"] == 0
+
+
+# -- root: files that need no fchown or fchmod ---------------------------------------------
+# A file created as root in a directory that is neither setgid nor carries a default ACL
+# already has uid 0, gid 0 and its mode less the umask, so the engine skips fchown and
+# fchmod there. These cases are where that shortcut would leave the wrong owner or mode.
+
+
+@pytest.mark.root
+def test_dir_made_setgid_after_files_went_into_it(tmp_path: Path) -> None:
+    """A directory relisted as setgid after its parent fd was cached: later files keep gid 0."""
+    lower = Layer().dir("d", mode=0o755).file("d/a", b"a")
+    upper = Layer().dir("d", mode=0o2775, gid=1000).file("d/b", b"b", gid=0)
+    same = Layer().dir("e").file("e/a").dir("e", mode=0o2775, gid=1000).file("e/b")
+    _apply(tmp_path / "root", lower, upper, same)
+    for name in ("d/a", "d/b", "e/a", "e/b"):
+        assert _owner(tmp_path / "root" / name) == (0, 0), name
+
+
+@pytest.mark.root
+def test_existing_setgid_dir_in_dest_does_not_lend_its_gid(tmp_path: Path) -> None:
+    """DEST already holds a setgid directory: files a layer writes there get the layer's gid."""
+    existing = tmp_path / "root" / "srv"
+    existing.mkdir(parents=True)
+    os.chown(existing, 0, 1000)
+    os.chmod(existing, 0o2775)
+    _apply(tmp_path / "root", Layer().file("srv/f", b"x", mode=0o644))
+    assert (_owner(existing / "f"), _mode(existing / "f")) == ((0, 0), 0o644)
+
+
+def _default_acl_nobody_but_owner() -> bytes:
+    # POSIX ACL xattr: version 2, then (tag, perm, id) for u::rwx, g::---, o::---.
+    import struct
+
+    entries = [(0x01, 7), (0x04, 0), (0x20, 0)]
+    return struct.pack("<I", 2) + b"".join(
+        struct.pack("<HHI", tag, perm, 0xFFFFFFFF) for tag, perm in entries
+    )
+
+
+@pytest.mark.root
+def test_default_acl_on_existing_dir_does_not_change_modes(tmp_path: Path) -> None:
+    """A default ACL would make a 0644 file 0600 on creation; the mode is the layer's."""
+    existing = tmp_path / "root" / "acl"
+    existing.mkdir(parents=True)
+    try:
+        os.setxattr(existing, "system.posix_acl_default", _default_acl_nobody_but_owner())
+    except OSError as e:
+        pytest.skip(f"this filesystem takes no POSIX ACLs: {e.strerror}")
+    _apply(tmp_path / "root", Layer().file("acl/f", b"x", mode=0o644).dir("acl/sub"))
+    assert _mode(existing / "f") == 0o644
+    assert _mode(existing / "sub") == 0o755
+
+
+@pytest.mark.parametrize("umask", [0o077, 0o022, 0o000])
+@pytest.mark.parametrize("mode", [0o644, 0o755, 0o600, 0o4755, 0o2711, 0o1777, 0o000])
+def test_file_modes_are_exact_whatever_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    """The mode a file gets is the layer's, for any umask (rootless too)."""
+    old = os.umask(umask)
+    try:
+        _apply(tmp_path / "root", Layer().file("f", b"x", mode=mode))
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "root" / "f") == mode
