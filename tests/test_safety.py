@@ -519,6 +519,27 @@ def test_cve_2025_47290_dir_replaced_by_symlink_across_layers(host: Host, target
     assert (where / "victim").read_bytes() == EVIL
 
 
+@pytest.mark.parametrize("between", [1, 300], ids=["one-dir-between", "more-than-cached"])
+@pytest.mark.parametrize("options", OPTIONS)
+def test_cve_2025_47290_with_other_parents_cached_in_between(
+    host: Host, between: int, options: ApplyOptions
+) -> None:
+    """The engine keeps many parent directories open: ``foo/tmp`` is resolved, other
+    directories are written, ``foo`` becomes a symlink out, and ``foo/tmp/x`` is written
+    again: no cached resolution of ``foo/tmp`` survives the replacement."""
+    layer = Layer().dir("foo").file("foo/tmp/x", b"first\n")
+    for i in range(between):
+        layer.file(f"other{i}/f", b"o")
+    layer.file("foo/tmp/y", b"cached again\n")
+    for i in range(between):
+        layer.file(f"other{i}/g", b"o")
+    layer.symlink("foo", host.sub("<OUT>")).file("foo/tmp/x", EVIL).file("foo/tmp/y", EVIL)
+    _apply(host.dest, layer, options=options)
+    where = host.inroot("<OUTREL>")
+    assert (where / "tmp" / "x").read_bytes() == EVIL
+    assert (where / "tmp" / "y").read_bytes() == EVIL
+
+
 def test_cve_2025_47290_with_whiteout_then_symlink(host: Host) -> None:
     """Layer 2 whites out ``foo`` then makes ``foo -> <outside>`` and writes ``foo/victim``."""
     _apply(
