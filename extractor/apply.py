@@ -25,6 +25,10 @@ from .tarstream import TarReader
 
 LayerSource = str | os.PathLike[str] | IO[bytes]
 
+# Members as module globals: a class attribute lookup per use adds up per entry.
+_WRITE, _WHITEOUT, _OPAQUE, _SKIP = Action.WRITE, Action.WHITEOUT, Action.OPAQUE, Action.SKIP
+_FILE, _DIR, _SYMLINK, _HARDLINK = Kind.FILE, Kind.DIR, Kind.SYMLINK, Kind.HARDLINK
+
 # errno values that say the input, not the machine, is at fault.
 _INPUT_ERRNOS = {errno.ENAMETOOLONG, errno.EMLINK}
 
@@ -243,25 +247,25 @@ class LayerApplier:
         decision = classify(entry)
         state, report, root = self.state, self.report, self.root
         action = decision.action
-        if action is Action.WHITEOUT:
-            report.whiteouts += 1
-            root.remove(decision.target, state.upper)
-            return
-        if action is Action.OPAQUE:
-            report.opaque_dirs += 1
-            state.wrote(root.clear_dir(decision.target, state.upper))
-            return
-        if action is Action.SKIP:
-            report.skipped += 1
-            return
-        if action is Action.PLNK:
+        if action is not _WRITE:
+            if action is _WHITEOUT:
+                report.whiteouts += 1
+                root.remove(decision.target, state.upper)
+                return
+            if action is _OPAQUE:
+                report.opaque_dirs += 1
+                state.wrote(root.clear_dir(decision.target, state.upper))
+                return
+            if action is _SKIP:
+                report.skipped += 1
+                return
             self.plnk = True  # AUFS link store: written now, linked to, removed at the end
         if not state.first_time(entry.path):
             report.duplicates += 1
             root.notify("duplicate_entry", entry.path, "listed twice in one layer; last wins")
         if state.link_target:
             state.drop_link(entry.path)
-        if entry.kind is Kind.HARDLINK:
+        if entry.kind is _HARDLINK:
             report.hardlinks += 1
             self._hardlink(entry.path, entry.linkname)
             return
@@ -277,12 +281,12 @@ class LayerApplier:
     def _count(self, entry: Entry) -> None:
         report = self.report
         kind = entry.kind
-        if kind is Kind.FILE:
+        if kind is _FILE:
             report.files += 1
             report.bytes += entry.size
-        elif kind is Kind.DIR:
+        elif kind is _DIR:
             report.dirs += 1
-        elif kind is Kind.SYMLINK:
+        elif kind is _SYMLINK:
             report.symlinks += 1
         else:
             report.specials += 1

@@ -47,6 +47,8 @@ def classify(entry: Entry) -> Decision:
     its parent and is refused, as containerd refuses it.
     """
     path = entry.path
+    if WH_PREFIX not in path:
+        return Decision(Action.WRITE, path)  # no whiteout or bookkeeping name: most entries
     head, _, base = path.rpartition("/")
     if path.startswith(WH_META_PREFIX) and path != OPAQUE:
         # AUFS bookkeeping at the top (.wh..wh.aufs, .wh..wh.orph/, .wh..wh.plnk/),

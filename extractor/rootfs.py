@@ -34,6 +34,8 @@ _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _PRIVILEGED_XATTRS = ("security.", "trusted.")  # skipped when rootless
 _SPECIAL = {Kind.FIFO: stat.S_IFIFO, Kind.CHAR: stat.S_IFCHR, Kind.BLOCK: stat.S_IFBLK}
+# Members as module globals: a class attribute lookup per use adds up per entry.
+_FILE, _DIR, _SYMLINK = Kind.FILE, Kind.DIR, Kind.SYMLINK
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +123,7 @@ class Root:
         self._plain = False  # whether the directory ``parent`` last returned is plain
         self._creator = (os.geteuid(), os.getegid())
         self._umask = _umask()
+        self._mapped = bool(options.uid_maps or options.gid_maps)
         self._stale: list[int] = []  # forgotten fds the current entry may still be using
         self._dirmeta: dict[str, tuple[int, int, int]] = {}  # physical -> mode, atime, mtime
 
@@ -397,13 +400,13 @@ class Root:
         if not entry.path:
             return self._write_root(entry)
         dfd, parent_phys, name = self.parent(entry.path)
-        phys = self.join(parent_phys, name)
+        phys = f"{parent_phys}/{name}" if parent_phys else name
         kind = entry.kind
-        if kind is Kind.FILE:
+        if kind is _FILE:
             self._write_file(dfd, name, phys, entry, read)
-        elif kind is Kind.DIR:
+        elif kind is _DIR:
             self._write_dir(dfd, name, phys, entry)
-        elif kind is Kind.SYMLINK:
+        elif kind is _SYMLINK:
             self._write_symlink(dfd, name, phys, entry)
         elif not self._write_special(dfd, name, phys, entry):
             return None
@@ -431,8 +434,11 @@ class Root:
             fd = os.open(name, _NEW_FILE, perms, dir_fd=dfd)
         try:
             if entry.sparse is None:
-                while chunk := read(CHUNK):
-                    _write_all(fd, chunk)
+                if entry.size:
+                    while chunk := read(CHUNK):
+                        written = os.write(fd, chunk)
+                        if written != len(chunk):
+                            _write_all(fd, chunk[written:])  # a short write: finish it
             else:
                 for offset, length in entry.sparse:
                     while length:
@@ -446,8 +452,10 @@ class Root:
             self._own(fd, entry, plain)
             if not plain or perms != entry.mode or perms & self._umask:
                 os.fchmod(fd, entry.mode)  # also after a chown, which clears setuid
-            self._set_xattrs_fd(fd, entry, replace=False)
-            os.utime(fd, ns=(entry.atime_ns or entry.mtime_ns, entry.mtime_ns))
+            if entry.xattrs:
+                self._set_xattrs_fd(fd, entry, replace=False)
+            mtime = entry.mtime_ns
+            os.utime(fd, ns=(entry.atime_ns or mtime, mtime))
         finally:
             os.close(fd)
 
@@ -552,6 +560,8 @@ class Root:
     # -- metadata -----------------------------------------------------------
 
     def _ids(self, entry: Entry) -> tuple[int, int]:
+        if not self._mapped:
+            return entry.uid, entry.gid
         return (
             map_id(entry.uid, self.options.uid_maps, "uid"),
             map_id(entry.gid, self.options.gid_maps, "gid"),

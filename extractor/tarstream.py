@@ -45,6 +45,11 @@ _KINDS = {
 }
 
 
+# Enum members as module globals: a class attribute lookup per use adds up per entry.
+_FILE, _DIR, _SYMLINK, _HARDLINK = Kind.FILE, Kind.DIR, Kind.SYMLINK, Kind.HARDLINK
+_DEVICES = frozenset({Kind.CHAR, Kind.BLOCK})
+
+
 def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
@@ -52,6 +57,32 @@ def _text(raw: bytes) -> str:
 def _cstr(field: bytes) -> bytes:
     end = field.find(b"\0")
     return field if end < 0 else field[:end]
+
+
+_NUL_TO_SPACE = bytes.maketrans(b"\0", b" ")
+
+
+def _plain_numbers(block: bytes) -> tuple[int, int, int, int, int] | None:
+    """Mode, uid, gid, size and mtime when all five are plain octal; else ``None``.
+
+    ``int`` skips spaces, so NULs become spaces and one call a field does;
+    anything unusual (base-256, garbage after a NUL, an empty field) is left
+    to ``_number`` field by field.
+    """
+    region = block[100:148]
+    if region.isascii():
+        t = region.translate(_NUL_TO_SPACE)
+        try:
+            return (
+                int(t[:8], 8),
+                int(t[8:16], 8),
+                int(t[16:24], 8),
+                int(t[24:36], 8),
+                int(t[36:], 8),
+            )
+        except ValueError:
+            pass
+    return None
 
 
 def _octal(field: bytes, what: str) -> int:
@@ -171,8 +202,10 @@ class TarReader:
         limits = limits or Limits()
         self._stream = stream
         self._max_path = limits.path_bytes
+        self._quarter_path = limits.path_bytes // 4  # a str longer than this may be too long
         self._max_meta = limits.header_bytes
-        self._buf = bytearray()
+        self._data = b""  # the chunk being read, from ``_pos`` on
+        self._pos = 0
         self._remaining = 0  # unread data bytes of the current entry
         self._padding = 0
         self._global: dict[str, bytes] = {}
@@ -181,25 +214,36 @@ class TarReader:
 
     # -- raw reading ---------------------------------------------------------
 
-    def _read_exact(self, n: int, what: str) -> bytes:
-        while len(self._buf) < n:
-            more = self._stream.read(max(n - len(self._buf), 1 << 16))
+    def _fill(self, n: int) -> bool:
+        """Make ``n`` unread bytes available in ``_data``; False if the stream ends first."""
+        have = len(self._data) - self._pos
+        parts = [self._data[self._pos :]]
+        ended = False
+        while have < n:
+            # A whole decoded chunk at a time: LayerStream hands it over uncopied.
+            more = self._stream.read(max(n - have, 1 << 20))
             if not more:
-                raise BadInputError(f"truncated tar: unexpected end of data in {what}")
-            self._buf += more
-        out = bytes(self._buf[:n])
-        del self._buf[:n]
+                ended = True
+                break
+            parts.append(more)
+            have += len(more)
+        self._data = b"".join(parts) if len(parts) > 1 else parts[0]
+        self._pos = 0
+        return not ended
+
+    def _read_exact(self, n: int, what: str) -> bytes:
+        if len(self._data) - self._pos < n and not self._fill(n):
+            raise BadInputError(f"truncated tar: unexpected end of data in {what}")
+        pos = self._pos
+        self._pos = pos + n
         self._offset += n
-        return out
+        return self._data[pos : pos + n]
 
     def _read_block_or_eof(self) -> bytes | None:
-        while len(self._buf) < BLOCK:
-            more = self._stream.read(1 << 16)
-            if not more:
-                if self._buf:
-                    raise BadInputError("truncated tar: partial header block")
-                return None
-            self._buf += more
+        if len(self._data) - self._pos < BLOCK and not self._fill(BLOCK):
+            if len(self._data) > self._pos:
+                raise BadInputError("truncated tar: partial header block")
+            return None
         return self._read_exact(BLOCK, "header")
 
     def read_data(self, n: int) -> bytes:
@@ -207,9 +251,10 @@ class TarReader:
         n = min(n, self._remaining)
         if n <= 0:
             return b""
-        if self._buf:
-            out = bytes(self._buf[:n])
-            del self._buf[:n]
+        data, pos = self._data, self._pos
+        if pos < len(data):
+            out = data if pos == 0 and n >= len(data) else data[pos : pos + n]
+            self._pos = pos + len(out)
         else:
             out = self._stream.read(n)
             if not out:
@@ -240,14 +285,21 @@ class TarReader:
 
     def next(self) -> Entry | None:
         """The next entry, or ``None`` after the end-of-archive marker or at EOF."""
-        self._skip_rest()  # a truncation here still blames the previous entry
+        if self._remaining or self._padding:
+            self._skip_rest()  # a truncation here still blames the previous entry
         self.current = None
         pax: dict[str, bytes] = {}
         sparse_runs: list[int] = []  # PAX 0.0 offset/numbytes pairs, flattened
         long_name: bytes | None = None
         long_link: bytes | None = None
         while True:
-            block = self._read_block_or_eof()
+            data, pos = self._data, self._pos
+            if len(data) - pos >= BLOCK:  # the common case, inline
+                block: bytes | None = data[pos : pos + BLOCK]
+                self._pos = pos + BLOCK
+                self._offset += BLOCK
+            else:
+                block = self._read_block_or_eof()
             if block is None:
                 if pax or long_name is not None or long_link is not None:
                     raise BadInputError("truncated tar: extended header with no entry after it")
@@ -260,7 +312,8 @@ class TarReader:
             fields = _HEADER.unpack_from(block)
             self._check(block, fields[6])
             typeflag = fields[7]
-            size = _octal(fields[4], "size")
+            numbers = _plain_numbers(block)
+            size = numbers[3] if numbers is not None else _octal(fields[4], "size")
             if size < 0:
                 raise BadInputError(f"invalid tar header: negative size {size}")
             if typeflag in b"xXgLKV":
@@ -286,6 +339,7 @@ class TarReader:
             return self._entry(
                 block,
                 fields,
+                numbers,
                 size,
                 {**self._global, **pax} if self._global else pax,
                 sparse_runs,
@@ -316,6 +370,7 @@ class TarReader:
         self,
         block: bytes,
         fields: tuple[bytes, ...],
+        numbers: tuple[int, int, int, int, int] | None,
         size: int,
         pax: dict[str, bytes],
         sparse_runs: list[int],
@@ -330,40 +385,36 @@ class TarReader:
             if fields[9] == b"ustar\0" and block[345] != 0:
                 name_raw = _cstr(block[345:500]) + b"/" + name_raw
         name = _text(name_raw)
-        linkname = _text(long_link if long_link is not None else _cstr(fields[8]))
-        if pax:
-            if "path" in pax:
-                name = _text(pax["path"])
-            if "linkpath" in pax:
-                linkname = _text(pax["linkpath"])
+        if pax and "path" in pax:
+            name = _text(pax["path"])
         self.current = name
         kind = _KINDS.get(typeflag)
         if kind is None:
             printable = typeflag.decode("latin-1")
             raise BadInputError(f"unsupported tar entry type {printable!r}")
-        if kind is Kind.FILE and typeflag in b"0\0" and name.endswith("/"):
-            kind = Kind.DIR  # old tars mark directories only by the slash
-        entry = Entry(
-            name,
-            normalize(name),
-            kind,
-            _octal(fields[1], "mode") & 0o7777,
-            _octal(fields[2], "uid"),
-            _octal(fields[3], "gid"),
-            _octal(fields[5], "mtime") * 1_000_000_000,
-        )
-        if kind is Kind.HARDLINK:
-            entry.linkname = normalize(linkname)
-        elif kind is Kind.SYMLINK:
-            entry.linkname = linkname
-        if kind in (Kind.CHAR, Kind.BLOCK):
+        if kind is _FILE and typeflag in b"0\0" and name.endswith("/"):
+            kind = _DIR  # old tars mark directories only by the slash
+        if numbers is not None:
+            mode, uid, gid, _, mtime = numbers
+        else:
+            mode = _octal(fields[1], "mode")
+            uid = _octal(fields[2], "uid")
+            gid = _octal(fields[3], "gid")
+            mtime = _octal(fields[5], "mtime")
+        entry = Entry(name, normalize(name), kind, mode & 0o7777, uid, gid, mtime * 1_000_000_000)
+        if kind is _HARDLINK or kind is _SYMLINK:
+            linkname = _text(long_link if long_link is not None else _cstr(fields[8]))
+            if pax and "linkpath" in pax:
+                linkname = _text(pax["linkpath"])
+            entry.linkname = normalize(linkname) if kind is _HARDLINK else linkname
+        elif kind in _DEVICES:
             entry.devmajor = _number(block[329:337], "devmajor")
             entry.devminor = _number(block[337:345], "devminor")
         if pax:
             self._apply_pax(entry, pax)
-        if kind is Kind.FILE:
+        if kind is _FILE:
             stored = size
-            if "size" in pax:
+            if pax and "size" in pax:
                 stored = _decimal(_text(pax["size"]), "size")
                 if stored < 0:
                     raise BadInputError(f"invalid PAX record: negative size {stored}")
@@ -372,15 +423,15 @@ class TarReader:
             entry.realsize = stored
             if typeflag == b"S":
                 self._gnu_sparse(entry, block)
-            elif "GNU.sparse.major" in pax or "GNU.sparse.map" in pax or sparse_runs:
+            elif sparse_runs or (pax and ("GNU.sparse.major" in pax or "GNU.sparse.map" in pax)):
                 self._pax_sparse(entry, pax, sparse_runs)
         elif typeflag == b"D":
             # GNU dumpdir: a directory with a listing as data. Other header-only
             # types carry no data whatever their size field says (as tarfile and Go).
             self._remaining, self._padding = size, -size % BLOCK
         _check_ranges(entry)
-        limit = self._max_path
-        if len(entry.path) > limit // 4 or len(entry.linkname) > limit // 4:
+        if len(entry.path) > self._quarter_path or len(entry.linkname) > self._quarter_path:
+            limit = self._max_path
             for what, value in (("path", entry.path), ("hardlink target", entry.linkname)):
                 if len(os.fsencode(value)) > limit:
                     raise BadInputError(f"{what} is longer than {limit} bytes")
