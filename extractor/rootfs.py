@@ -89,7 +89,8 @@ class Root:
     """A directory that layers are applied to, and every write into it.
 
     ``_parents`` keeps up to ``PARENTS`` resolved parent directories (as
-    fds), because entries mostly go to a few directories at a time. Reusing
+    fds), because entries mostly go to a few directories at a time; a
+    directory just written is kept too, as its children tend to follow. Reusing
     a resolution after a component it went through was replaced is how
     containerd's CVE-2025-47290 wrote onto the host, so every removal of an
     existing directory or symlink drops them all (``_forget``). Nothing else
@@ -119,8 +120,10 @@ class Root:
         self.privileged = os.geteuid() == 0 and not options.rootless
         self.notify = notify
         self.fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self._parents: dict[str, tuple[int, str, bool]] = {}  # lexical -> (fd, physical, plain)
+        # lexical path -> (fd, physical path, plain, symlinks followed to reach it)
+        self._parents: dict[str, tuple[int, str, bool, int]] = {}
         self._plain = False  # whether the directory ``parent`` last returned is plain
+        self._links = 0  # and how many symlinks resolving it followed
         self._creator = (os.geteuid(), os.getegid())
         self._umask = _umask()
         self._mapped = bool(options.uid_maps or options.gid_maps)
@@ -139,7 +142,7 @@ class Root:
         # One fd may be the parent the current entry is being written in, which
         # is still the right directory; they are closed before the next lookup.
         if self._parents:
-            self._stale.extend(fd for fd, _, _ in self._parents.values())
+            self._stale.extend(cached[0] for cached in self._parents.values())
             self._parents.clear()
 
     def _close_stale(self) -> None:
@@ -154,13 +157,20 @@ class Root:
         as a parent of a new entry must be; without it, a missing or
         non-directory component raises ``FileNotFoundError``.
         """
+        fd, phys, _ = self._walk(path, create, self.fd, "", 0)
+        return fd, phys
+
+    def _walk(
+        self, path: str, create: bool, start: int, start_phys: str, links: int
+    ) -> tuple[int, str, int]:
+        """``walk`` from directory ``start`` (physically ``start_phys``, reached by
+        following ``links`` symlinks); also returns the links followed in all."""
         # One fd at a time: ".." climbs with openat(cur, ".."), which is the
         # physical parent as long as nothing else changes the tree (the threat
         # model), so thousands of levels cost no more fds than one.
         todo = path.split("/")[::-1] if path else []
-        cur = os.dup(self.fd)
-        names: list[str] = []
-        links = 0
+        cur = os.dup(start)
+        names: list[str] = start_phys.split("/") if start_phys else []
         try:
             while todo:
                 part = todo.pop()
@@ -216,7 +226,7 @@ class Root:
         except BaseException:
             os.close(cur)
             raise
-        return cur, "/".join(names)
+        return cur, "/".join(names), links
 
     @staticmethod
     def _step(cur: int, name: str) -> int:
@@ -231,16 +241,42 @@ class Root:
         cached = self._parents.get(head)
         if cached is None:
             self._close_stale()
-            fd, phys = self.walk(head, create=True)
+            # Continue from the nearest cached ancestor, if a close one is cached:
+            # the same walk, minus the components it already went through.
+            start, start_phys, links, rest = self.fd, "", 0, head
+            ancestor = head
+            for _ in range(8):
+                ancestor = ancestor.rpartition("/")[0]
+                hit = self._parents.get(ancestor)
+                if hit is not None:
+                    start, start_phys, _, links = hit
+                    rest = head[len(ancestor) + 1 :] if ancestor else head
+                    break
+                if not ancestor:
+                    break
+            fd, phys, links = self._walk(rest, True, start, start_phys, links)
             if not self.privileged:
                 self._unlock(fd, phys)  # a read-only directory from an earlier run
-            if len(self._parents) >= PARENTS:
-                # The oldest: not the current entry's parent, which is this one.
-                os.close(self._parents.pop(next(iter(self._parents)))[0])
             plain = not os.fstat(fd).st_mode & stat.S_ISGID and not xattrs.has_default_acl(fd)
-            self._parents[head] = cached = (fd, phys, plain)
+            cached = self._remember(head, fd, phys, plain, links)
         self._plain = cached[2]
+        self._links = cached[3]
         return cached[0], cached[1], name
+
+    def _remember(
+        self, path: str, fd: int, phys: str, plain: bool, links: int
+    ) -> tuple[int, str, bool, int]:
+        """Cache ``fd`` as the directory lexical ``path`` resolves to (it takes the
+        fd), reached by following ``links`` symlinks, as a walk would count them."""
+        parents = self._parents
+        old = parents.pop(path, None)
+        if old is not None:
+            os.close(old[0])
+        if len(parents) >= PARENTS:
+            # The oldest. Not in use: callers remember only once done with their parent.
+            os.close(parents.pop(next(iter(parents)))[0])
+        parents[path] = cached = (fd, phys, plain, links)
+        return cached
 
     def _mkdir_implicit(self, dfd: int, name: str) -> None:
         os.mkdir(name, 0o755, dir_fd=dfd)
@@ -478,13 +514,22 @@ class Root:
                 os.mkdir(name, 0o700, dir_fd=dfd)
                 merged = False
         fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+        # New in a plain parent: it has our ids, no default ACL, and is setgid
+        # only if the layer makes it so.
+        plain = self._plain and not merged
         try:
-            self._own(fd, entry)
+            self._own(fd, entry, plain)
             os.fchmod(fd, mode)
             self._set_xattrs_fd(fd, entry, replace=merged)
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
         self._dirmeta[phys] = (entry.mode, entry.atime_ns or entry.mtime_ns, entry.mtime_ns)
+        if plain and not mode & stat.S_ISGID and not entry.xattrs:
+            # Its children come next: this fd saves walking to it again.
+            self._remember(entry.path, fd, phys, True, self._links)
+        else:
+            os.close(fd)
 
     def _is_dirlink(self, phys: str) -> bool:
         """Whether ``phys`` is a symlink that resolves to a directory inside the root."""

@@ -223,3 +223,25 @@ def test_cli_limit_flags_want_positive_numbers(tmp_path: Path, value: str) -> No
     proc = _cli("apply", str(tmp_path / "out"), "x.tar", "--max-symlinks", value)
     assert proc.returncode == 2
     assert "want a positive whole number" in proc.stderr
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["cold", "ancestor-cached"])
+def test_symlinks_counted_the_same_from_a_cached_ancestor(canary: Any, warm: bool) -> None:
+    """Links followed to reach a cached parent still count: ``d1`` is reached through
+    two links and ``d1/s1`` through two more, so with ``symlinks=3`` writing below
+    ``a/s1`` is a loop whether or not an entry under ``a`` resolved (and cached) it first."""
+    layer = (
+        Layer()
+        .dir("d1/d2")
+        .symlink("a", "b")
+        .symlink("b", "d1")
+        .symlink("d1/s1", "s2")
+        .symlink("d1/s2", "d2")
+    )
+    if warm:
+        layer.file("a/warm", b"w")
+    layer.file("a/s1/f", b"x")
+    message = _refused(canary.dest / "x", UnsafeEntryError, layer, symlinks=3)
+    assert "too many levels" in message
+    _apply(canary.dest / "y", layer, symlinks=4)
+    assert (canary.dest / "y" / "d1" / "d2" / "f").read_bytes() == b"x"
