@@ -239,8 +239,11 @@ class LayerStream:
 
     Reading, decompressing and hashing run on a worker thread, a few chunks
     ahead of the consumer: the decoders and hashlib release the GIL, so they
-    overlap with the consumer's writes on the second core. At most
-    ``_AHEAD`` chunks are in flight, so memory stays bounded.
+    overlap with the consumer's writes on the second core. A compressed
+    layer's DiffID (the larger of the two hashes) is computed on a thread of
+    its own, so big layers, where decoding and hashing are most of the work,
+    use both cores. At most ``_AHEAD`` chunks are in flight on each queue,
+    so memory stays bounded.
     """
 
     _AHEAD = 8
@@ -274,6 +277,11 @@ class LayerStream:
             self._reader = _Pushback(head, self._raw)
         # For a plain tar the two digests are one; don't hash twice.
         self._tar_sha = None if self.compression == "none" else hashlib.sha256()
+        self._hash_queue: queue.Queue[bytes | None] = queue.Queue(self._AHEAD)
+        self._hasher: threading.Thread | None = None
+        if self._tar_sha is not None:
+            self._hasher = threading.Thread(target=self._hash, name="layer-hash", daemon=True)
+            self._hasher.start()
         self.uncompressed_size = 0
         self._chunk = b""
         self._pos = 0
@@ -293,6 +301,7 @@ class LayerStream:
 
     def _pump(self) -> None:
         """The worker: decode and hash chunk after chunk, then drain trailing bytes."""
+        hashing = self._hasher is not None
         try:
             while not self._stop:
                 data = self._reader.read(CHUNK)
@@ -303,13 +312,22 @@ class LayerStream:
                     self._queue.put(None)
                     return
                 self.uncompressed_size += len(data)
-                if self._tar_sha is not None:
-                    self._tar_sha.update(data)
+                if hashing:
+                    self._hash_queue.put(data)
                 self._queue.put(data)
         except _StoppedError:
             return
         except BaseException as e:  # handed to the consumer, raised there
             self._queue.put(e)
+        finally:
+            if hashing:
+                self._hash_queue.put(None)
+
+    def _hash(self) -> None:
+        """The DiffID thread: hash the uncompressed chunks the worker hands over."""
+        assert self._tar_sha is not None
+        while (data := self._hash_queue.get()) is not None:
+            self._tar_sha.update(data)
 
     def read(self, n: int = -1, /) -> bytes:
         """Up to ``n`` uncompressed bytes; ``b""`` at the end."""
@@ -341,6 +359,8 @@ class LayerStream:
         while self.read(CHUNK):
             pass
         self._worker.join()
+        if self._hasher is not None:
+            self._hasher.join()
         digest = "sha256:" + self._raw.sha.hexdigest()
         diff_id = digest if self._tar_sha is None else "sha256:" + self._tar_sha.hexdigest()
         return digest, diff_id
@@ -353,6 +373,8 @@ class LayerStream:
                 self._queue.get(timeout=0.05)
             except queue.Empty:
                 pass
+        # The worker has ended and queued the hasher's end mark (``_pump``'s
+        # finally), so the hasher drains its queue and ends.
         if self._owned is not None:
             self._owned.close()
             self._owned = None
