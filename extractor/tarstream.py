@@ -214,37 +214,43 @@ class TarReader:
 
     # -- raw reading ---------------------------------------------------------
 
-    def _fill(self, n: int) -> bool:
-        """Make ``n`` unread bytes available in ``_data``; False if the stream ends first."""
-        have = len(self._data) - self._pos
-        parts = [self._data[self._pos :]]
-        ended = False
+    def _take(self, n: int, what: str, eof_ok: bool = False) -> bytes | None:
+        """The next ``n`` bytes; ``None`` if ``eof_ok`` and the stream has ended."""
+        data, pos = self._data, self._pos
+        if pos + n <= len(data):
+            self._pos = pos + n
+            self._offset += n
+            return data[pos : pos + n]
+        # Across chunks: copy just the n bytes, and keep reading the last chunk
+        # in place (joining whole chunks would copy every byte of the layer).
+        parts = [data[pos:]]
+        have = len(parts[0])
         while have < n:
             # A whole decoded chunk at a time: LayerStream hands it over uncopied.
             more = self._stream.read(max(n - have, 1 << 20))
             if not more:
-                ended = True
-                break
+                self._data, self._pos = b"", 0
+                if eof_ok and not have:
+                    return None
+                if eof_ok:
+                    raise BadInputError("truncated tar: partial header block")
+                raise BadInputError(f"truncated tar: unexpected end of data in {what}")
             parts.append(more)
             have += len(more)
-        self._data = b"".join(parts) if len(parts) > 1 else parts[0]
-        self._pos = 0
-        return not ended
+        last = parts[-1]
+        cut = len(last) - (have - n)
+        parts[-1] = last[:cut]
+        self._data, self._pos = last, cut
+        self._offset += n
+        return b"".join(parts)
 
     def _read_exact(self, n: int, what: str) -> bytes:
-        if len(self._data) - self._pos < n and not self._fill(n):
-            raise BadInputError(f"truncated tar: unexpected end of data in {what}")
-        pos = self._pos
-        self._pos = pos + n
-        self._offset += n
-        return self._data[pos : pos + n]
+        out = self._take(n, what)
+        assert out is not None
+        return out
 
     def _read_block_or_eof(self) -> bytes | None:
-        if len(self._data) - self._pos < BLOCK and not self._fill(BLOCK):
-            if len(self._data) > self._pos:
-                raise BadInputError("truncated tar: partial header block")
-            return None
-        return self._read_exact(BLOCK, "header")
+        return self._take(BLOCK, "header", eof_ok=True)
 
     def read_data(self, n: int) -> bytes:
         """Up to ``n`` bytes of the current entry's stored data; ``b""`` when done."""
