@@ -23,6 +23,7 @@ from .apply import LayerApplier, LayerInput, LayerSource, layer_name
 from .decode import LayerStream
 from .errors import BadInputError, ExtractorError, OperationalError
 from .explain import Conflict, LinkEvent, Trace, compare
+from .limits import Limits
 from .model import Entry, LayerReport
 from .reverse import Hider, ReverseLayerApplier, header_of, probe_memory
 from .rootfs import Root
@@ -52,19 +53,26 @@ def document(conflicts: Iterable[Conflict]) -> dict[str, Any]:
 # -- reading ------------------------------------------------------------------
 
 
-def read_stack(layers: Sequence[LayerSource | LayerInput]) -> tuple[list[list[Entry]], list[str]]:
-    """Every layer's entry headers (no data kept) and the layers' names, oldest first."""
+def read_stack(
+    layers: Sequence[LayerSource | LayerInput], limits: Limits | None = None
+) -> tuple[list[list[Entry]], list[str]]:
+    """Every layer's entry headers (no data kept) and the layers' names, oldest first.
+
+    All headers are held at once, so ``limits`` (paths, headers, entries per
+    layer) bound the memory this takes as they bound an apply's.
+    """
+    limits = limits or Limits()
     stack: list[list[Entry]] = []
     names: list[str] = []
     for index, item in enumerate(layers):
         layer = item if isinstance(item, LayerInput) else LayerInput(item)
         name = layer_name(layer)
         names.append(name)
-        stack.append(_headers(layer, f"{index + 1}/{len(layers)} ({name})"))
+        stack.append(_headers(layer, f"{index + 1}/{len(layers)} ({name})", limits))
     return stack, names
 
 
-def _headers(layer: LayerInput, label: str) -> list[Entry]:
+def _headers(layer: LayerInput, label: str, limits: Limits) -> list[Entry]:
     tar: TarReader | None = None
     source = layer.source
     try:
@@ -73,9 +81,11 @@ def _headers(layer: LayerInput, label: str) -> list[Entry]:
             opened if opened is not None else nullcontext(),
             LayerStream(opened if opened is not None else source) as stream,  # type: ignore[arg-type]
         ):
-            tar = TarReader(stream)
-            entries = []
+            tar = TarReader(stream, limits)
+            entries: list[Entry] = []
             while (entry := tar.next()) is not None:
+                if len(entries) == limits.entries:
+                    raise BadInputError(f"more than {limits.entries} entries in one layer")
                 entries.append(header_of(entry))
             return entries
     except ExtractorError as e:

@@ -245,3 +245,17 @@ def test_symlinks_counted_the_same_from_a_cached_ancestor(canary: Any, warm: boo
     assert "too many levels" in message
     _apply(canary.dest / "y", layer, symlinks=4)
     assert (canary.dest / "y" / "d1" / "d2" / "f").read_bytes() == b"x"
+
+
+def test_conflict_detector_reads_headers_within_the_limits(tmp_path: Path) -> None:
+    """The detector holds every header in memory, so the entries bound applies there too."""
+    from extractor.conflicts import read_stack
+
+    layer = tmp_path / "l.tar"
+    layer.write_bytes(Layer().file("a").file("b").file("c").tar())
+    with pytest.raises(BadInputError) as caught:
+        read_stack([str(layer)], Limits(entries=2))
+    assert "more than 2 entries in one layer" in str(caught.value)
+    assert caught.value.entry == "c"
+    stack, _ = read_stack([str(layer)], Limits(entries=3))
+    assert [e.path for e in stack[0]] == ["a", "b", "c"]
