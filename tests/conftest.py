@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 
 IS_ROOT = os.geteuid() == 0
+NOBODY = 65534  # the unprivileged user rootless tests run as
+# Run a command as NOBODY with no supplementary groups (needs root).
+AS_NOBODY = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--"]
 
 
 _OUR_BASETEMP: list[str] = []

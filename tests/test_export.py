@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from builders import MTIME, Layer
-from conftest import IS_ROOT, snapshot
+from conftest import AS_NOBODY, IS_ROOT, NOBODY, snapshot
 from imagebuilders import DockerSave, OciLayout
 
 from extractor import ApplyOptions, BadInputError, apply_layers
@@ -32,9 +32,7 @@ from extractor.xattrs import rootless_owner_record
 
 MODULE = [sys.executable, "-m", "extractor"]
 SDE = MTIME + 1000
-NOBODY = 65534
 OWNER_XATTR = "user.rootlesscontainers"
-SETPRIV = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--"]
 
 
 def apply(dest: Path, *layers: Layer) -> Path:
@@ -453,7 +451,7 @@ def test_rootless_export_of_an_image_matches_the_root_export(shm_dir: Path) -> N
     as_root = run("export", str(images["docker-save"]), str(work / "root.tar"), "-q", env=_env())
     assert as_root.returncode == 0, as_root.stderr.decode()
     rootless = subprocess.run(
-        [*SETPRIV, *MODULE, "export", str(images["oci-dir"]), str(work / "nobody.tar"), "-q"],
+        [*AS_NOBODY, *MODULE, "export", str(images["oci-dir"]), str(work / "nobody.tar"), "-q"],
         capture_output=True,
         timeout=60,
         cwd=shm_dir,

@@ -27,6 +27,7 @@ from typing import IO
 import pytest
 import zstandard
 from builders import MTIME, Layer
+from conftest import AS_NOBODY, NOBODY
 
 MODULE = [sys.executable, "-m", "extractor"]
 BIG = 16 << 20  # bytes of the large file the writer stops inside
@@ -234,9 +235,6 @@ def test_bad_entry_mid_layer_exits_while_the_writer_is_still_there(tmp_path: Pat
     assert "entry a/x: " in _one_line(err)
 
 
-NOBODY = 65534
-
-
 def _ro_root_dir_case(shm_dir: Path, entry: str) -> tuple[Path, Path]:
     dest = shm_dir / "rootfs"
     (dest / "ro").mkdir(parents=True)
@@ -254,8 +252,7 @@ def _ro_root_dir_case(shm_dir: Path, entry: str) -> tuple[Path, Path]:
 def test_permission_denied_inside_dest_as_non_root(shm_dir: Path, entry: str) -> None:
     """As uid 65534 into a DEST holding a root-owned 0555 dir: exit 1, one line naming it."""
     dest, layer = _ro_root_dir_case(shm_dir, entry)
-    cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--"]
-    cmd += [*MODULE, "apply", "-q", str(dest), str(layer)]
+    cmd = [*AS_NOBODY, *MODULE, "apply", "-q", str(dest), str(layer)]
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     proc = subprocess.run(cmd, cwd=shm_dir, env=env, capture_output=True, timeout=60, check=False)
     assert proc.returncode == 1, proc.stderr.decode()

@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 from builders import MTIME, Layer
+from conftest import AS_NOBODY, NOBODY
 
 from extractor import ApplyOptions, ApplyResult, BadInputError, IdMap, apply_layers
 
 NS = 1_000_000_000
-NOBODY = 65534
 OWNER_XATTR = "user.rootlesscontainers"
 # `setcap cap_net_raw+ep`: VFS_CAP_REVISION_2 with the effective flag, permitted bit 13.
 CAP_NET_RAW = b"\x01\x00\x00\x02\x00\x20\x00\x00" + bytes(12)
@@ -648,11 +648,7 @@ class Nobody:
         if report.exists():
             report.unlink()
         cmd = [
-            "setpriv",
-            f"--reuid={NOBODY}",
-            f"--regid={NOBODY}",
-            "--clear-groups",
-            "--",
+            *AS_NOBODY,
             sys.executable,
             "-m",
             "extractor",

@@ -41,7 +41,7 @@ from typing import Any
 
 import pytest
 from builders import MTIME, Layer
-from conftest import Canary, snapshot
+from conftest import AS_NOBODY, NOBODY, Canary, snapshot
 
 from extractor import (
     ApplyOptions,
@@ -1485,9 +1485,6 @@ def test_names_past_kernel_limits_are_bad_input(host: Host, layer: Layer) -> Non
     _refused(host.dest, layer, kinds=(BadInputError,))
 
 
-NOBODY = 65534
-
-
 @ROOT_ONLY
 def test_unprivileged_cli_run_stays_in_root(shm_dir: Path) -> None:
     """As uid 65534 (setpriv), with a host dir it may write, hostile layers still stay inside."""
@@ -1526,11 +1523,7 @@ def test_unprivileged_cli_run_stays_in_root(shm_dir: Path) -> None:
     before = snapshot(outside)
     ctimes = {p: os.lstat(p).st_ctime_ns for p in [outside, *outside.rglob("*")]}
     cmd = [
-        "setpriv",
-        f"--reuid={NOBODY}",
-        f"--regid={NOBODY}",
-        "--clear-groups",
-        "--",
+        *AS_NOBODY,
         sys.executable,
         "-m",
         "extractor",

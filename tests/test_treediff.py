@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import IS_ROOT, snapshot
+from conftest import AS_NOBODY, IS_ROOT, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -36,7 +36,6 @@ from extractor.treediff import (
 
 MODULE = [sys.executable, "-m", "extractor"]
 T0 = 1_600_000_000 * 1_000_000_000
-NOBODY = 65534
 
 
 def _xattrs_supported(path: Path) -> bool:
@@ -554,7 +553,7 @@ def test_unreadable_directory_is_exit_2(shm_dir: Path) -> None:
     os.chmod(b / "etc", 0o000)
     prefix = []
     if IS_ROOT:
-        prefix = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--"]
+        prefix = AS_NOBODY
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     try:
         proc = subprocess.run(
