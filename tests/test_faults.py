@@ -21,6 +21,8 @@ import sys
 import tarfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -94,6 +96,18 @@ SIGNALS = [
 ]
 
 
+@contextmanager
+def _applying(*args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``extractor apply -q ARGS`` running, stderr piped; killed if it outlives the block."""
+    proc = subprocess.Popen([*MODULE, "apply", "-q", *args], stderr=subprocess.PIPE)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.mark.parametrize(
     ("signum", "status", "word", "compression"),
     [
@@ -142,20 +156,14 @@ def test_signal_mid_layer_from_fifo(tmp_path: Path, signum: int, status: int, wo
     fifo = tmp_path / "layer.tar"
     os.mkfifo(fifo)
     dest = tmp_path / "rootfs"
-    proc = subprocess.Popen([*MODULE, "apply", "-q", str(dest), str(fifo)], stderr=subprocess.PIPE)
-    try:
-        with open(fifo, "wb") as writer:
-            thread = _feed(writer, _prefix(_stream("none")))
-            _wait_for(dest / "marker", proc)
-            time.sleep(0.2)
-            proc.send_signal(signum)
-            proc.wait(timeout=EXIT_WAIT)  # with the writer still there
-            err = proc.stderr.read() if proc.stderr else b""
-            thread.join(timeout=WAIT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    with _applying(str(dest), str(fifo)) as proc, open(fifo, "wb") as writer:
+        thread = _feed(writer, _prefix(_stream("none")))
+        _wait_for(dest / "marker", proc)
+        time.sleep(0.2)
+        proc.send_signal(signum)
+        proc.wait(timeout=EXIT_WAIT)  # with the writer still there
+        err = proc.stderr.read() if proc.stderr else b""
+        thread.join(timeout=WAIT)
     assert proc.returncode == status, err.decode()
     assert _one_line(err) == f"extractor: error: {word}"
 
@@ -166,18 +174,13 @@ def test_layer_whose_writer_stops_early_is_bad_input(tmp_path: Path, compression
     fifo = tmp_path / f"layer.{compression}"
     os.mkfifo(fifo)
     dest = tmp_path / "rootfs"
-    proc = subprocess.Popen([*MODULE, "apply", "-q", str(dest), str(fifo)], stderr=subprocess.PIPE)
-    try:
+    with _applying(str(dest), str(fifo)) as proc:
         with open(fifo, "wb") as writer:
             thread = _feed(writer, _prefix(_stream(compression)))
             _wait_for(dest / "marker", proc)
             thread.join(timeout=WAIT)
         # The writer is gone: the engine sees the end of data inside ``big``.
         _, err = proc.communicate(timeout=WAIT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 3, err.decode()
     line = _one_line(err)
     assert line.startswith(f"extractor: error: layer 1/1 ({fifo}) entry big: "), line
@@ -190,10 +193,7 @@ def test_later_layer_file_vanishing_before_its_turn_is_not_found(tmp_path: Path)
     os.mkfifo(fifo)
     second = Layer().file("second", b"2\n").write(tmp_path / "2.tar")
     dest = tmp_path / "rootfs"
-    proc = subprocess.Popen(
-        [*MODULE, "apply", "-q", str(dest), str(fifo), str(second)], stderr=subprocess.PIPE
-    )
-    try:
+    with _applying(str(dest), str(fifo), str(second)) as proc:
         with open(fifo, "wb") as writer:
             data = _stream("none")
             thread = _feed(writer, _prefix(data))
@@ -202,10 +202,6 @@ def test_later_layer_file_vanishing_before_its_turn_is_not_found(tmp_path: Path)
             thread.join(timeout=WAIT)
             writer.write(data[SENT:])
         _, err = proc.communicate(timeout=WAIT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 4, err.decode()
     line = _one_line(err)
     assert line.startswith(f"extractor: error: layer 2/2 ({second})"), line
@@ -220,17 +216,11 @@ def test_bad_entry_mid_layer_exits_while_the_writer_is_still_there(tmp_path: Pat
     dest = tmp_path / "rootfs"
     bad = Layer().file("marker", b"m\n").symlink("a", "b").symlink("b", "a").file("a/x", b"x")
     data = bad.tar()[:-1024] + _stream("none")  # a loop, then 16 MiB more
-    proc = subprocess.Popen([*MODULE, "apply", "-q", str(dest), str(fifo)], stderr=subprocess.PIPE)
-    try:
-        with open(fifo, "wb") as writer:
-            thread = _feed(writer, _prefix(data))
-            proc.wait(timeout=EXIT_WAIT)
-            err = proc.stderr.read() if proc.stderr else b""
-            thread.join(timeout=WAIT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    with _applying(str(dest), str(fifo)) as proc, open(fifo, "wb") as writer:
+        thread = _feed(writer, _prefix(data))
+        proc.wait(timeout=EXIT_WAIT)
+        err = proc.stderr.read() if proc.stderr else b""
+        thread.join(timeout=WAIT)
     assert proc.returncode == 5, err.decode()
     assert "entry a/x: " in _one_line(err)
 
