@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 from builders import MTIME
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from extractor import ApplyResult, BadInputError, Kind, apply_layers
 from extractor.model import Entry
@@ -698,3 +700,70 @@ def test_gnu_tar_sparse_files_round_trip_and_stay_sparse(
         st = result.stat()
         assert st.st_size == layout.size
         assert st.st_blocks * 512 < st.st_size // 10, f"{name}: {st.st_blocks} blocks"
+
+
+# -- chunk boundaries ------------------------------------------------------------------
+
+
+class _Trickle:
+    """A stream that hands out its bytes in the sizes it is given, whatever is asked."""
+
+    def __init__(self, data: bytes, sizes: list[int]):
+        self._data = data
+        self._sizes = sizes
+        self._pos = 0
+        self._turn = 0
+
+    def read(self, n: int = -1, /) -> bytes:
+        size = self._sizes[self._turn % len(self._sizes)]
+        self._turn += 1
+        want = size if n < 0 else min(n, size)
+        out = self._data[self._pos : self._pos + want]
+        self._pos += len(out)
+        return out
+
+
+def _read_all(stream: object) -> list[tuple[str, Kind, int, str, bytes]] | str:
+    """Every entry's name, kind, mode, link and data; or the error message."""
+    reader = TarReader(stream)  # type: ignore[arg-type]
+    out = []
+    try:
+        while (entry := reader.next()) is not None:
+            data = b""
+            while chunk := reader.read_data(1000):
+                data += chunk
+            out.append((entry.path, entry.kind, entry.mode, entry.linkname, data))
+    except BadInputError as e:
+        return str(e)
+    return out
+
+
+def _mixed_archive() -> bytes:
+    layer = (
+        _pax([(b"path", b"pax/" + b"p" * 150), (b"mtime", b"1.5")])
+        + _header(b"x", b"0", 700)
+        + _pad(b"y" * 700)
+        + _gnu_long(b"long/" + b"l" * 300)
+        + _header(b"ignored", b"0", 3)
+        + _pad(b"abc")
+        + _header(b"d/", b"5")
+        + _header(b"s", b"2", linkname=b"d")
+        + _header(b"h", b"1", linkname=b"x")
+    )
+    for i in range(20):
+        layer += _header(f"f{i}".encode(), b"0", i * 97) + _pad(bytes([i]) * (i * 97))
+    return layer + END
+
+
+@given(st.lists(st.integers(1, 1500), min_size=1, max_size=8), st.integers(0, 4))
+@settings(max_examples=150, deadline=None)
+def test_any_chunking_reads_the_same(sizes: list[int], cut_blocks: int) -> None:
+    """Headers and data that cross the stream's chunk boundaries anywhere read the same,
+    and a truncated archive fails the same way, as with the whole archive in one piece."""
+    archive = _mixed_archive()
+    if cut_blocks:
+        archive = archive[: len(archive) - 1024 - cut_blocks * 333]
+    whole = _read_all(io.BytesIO(archive))
+    assert _read_all(_Trickle(archive, sizes)) == whole
+    if not cut_blocks:
+        assert isinstance(whole, list) and len(whole) == 25
