@@ -136,13 +136,14 @@ def _engine_options() -> argparse.ArgumentParser:
         "--report then lists the paths where the orders differ ('conflicts')",
     )
     for flag, field, what in _LIMIT_FLAGS:
+        default = getattr(Limits(), field)
         add(
             flag,
             type=_positive,
-            default=getattr(Limits(), field),
+            default=default,
             dest=f"limit_{field}",
             metavar="N",
-            help=f"refuse {what} (default %(default)s; see Limits in the README)",
+            help=f"refuse {what} (default {default or 'none'}; see Limits in the README)",
         )
     return engine
 
@@ -158,6 +159,7 @@ _LIMIT_FLAGS = (
     ("--max-symlinks", "symlinks", "paths that follow more than N symlinks inside the root"),
     ("--max-hardlinks", "hardlinks", "layers that make more than N hardlinks (remade ones count)"),
     ("--max-entries", "entries", "layers of more than N entries"),
+    ("--max-layer-bytes", "layer_bytes", "layers larger than N bytes uncompressed"),
 )
 
 

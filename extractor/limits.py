@@ -31,6 +31,10 @@ class Limits:
     their target is written again (each is kept until the layer ends, so
     this bounds memory and time). ``entries``: tar members in one layer
     (the rules remember each one's path until the layer ends).
+    ``layer_bytes``: a layer's uncompressed size, none by default (real
+    layers run to many GB; the time a decompression bomb takes grows only
+    with what it writes, and a full disk ends it cleanly), for sandboxes
+    that want one.
     """
 
     path_bytes: int = PATH_BYTES
@@ -38,3 +42,4 @@ class Limits:
     symlinks: int = SYMLINKS
     hardlinks: int = HARDLINKS
     entries: int = ENTRIES
+    layer_bytes: int | None = None

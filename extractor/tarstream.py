@@ -204,6 +204,7 @@ class TarReader:
         self._max_path = limits.path_bytes
         self._quarter_path = limits.path_bytes // 4  # a str longer than this may be too long
         self._max_meta = limits.header_bytes
+        self._max_bytes = limits.layer_bytes if limits.layer_bytes is not None else 1 << 63
         self._data = b""  # the chunk being read, from ``_pos`` on
         self._pos = 0
         self._remaining = 0  # unread data bytes of the current entry
@@ -267,7 +268,14 @@ class TarReader:
                 raise BadInputError("truncated tar: unexpected end of data in file content")
         self._remaining -= len(out)
         self._offset += len(out)
+        if self._offset > self._max_bytes:
+            self._too_big()
         return out
+
+    def _too_big(self) -> None:
+        raise BadInputError(
+            f"layer is larger than {self._max_bytes} bytes uncompressed (--max-layer-bytes)"
+        )
 
     def _skip_rest(self) -> None:
         while self._remaining:
@@ -293,6 +301,8 @@ class TarReader:
         """The next entry, or ``None`` after the end-of-archive marker or at EOF."""
         if self._remaining or self._padding:
             self._skip_rest()  # a truncation here still blames the previous entry
+        if self._offset > self._max_bytes:
+            self._too_big()
         self.current = None
         pax: dict[str, bytes] = {}
         sparse_runs: list[int] = []  # PAX 0.0 offset/numbytes pairs, flattened

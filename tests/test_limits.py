@@ -9,6 +9,7 @@ name stops being a link before its target is written again.
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import subprocess
@@ -50,6 +51,7 @@ def test_defaults_are_documented_values() -> None:
         symlinks=40,
         hardlinks=500_000,
         entries=2_000_000,
+        layer_bytes=None,
     )
 
 
@@ -196,14 +198,15 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize(
-    ("flag", "value", "words"),
+    ("flag", "value", "enough", "words"),
     [
-        ("--max-entries", "3", "more than 3 entries in one layer"),
-        ("--max-hardlinks", "1", "more hardlinks made in one layer than the limit"),
+        ("--max-entries", "3", "4", "more than 3 entries in one layer"),
+        ("--max-hardlinks", "1", "4", "more hardlinks made in one layer than the limit"),
+        ("--max-layer-bytes", "2048", "4096", "larger than 2048 bytes uncompressed"),
     ],
 )
 def test_cli_limit_flags_refuse_in_one_line(
-    tmp_path: Path, flag: str, value: str, words: str
+    tmp_path: Path, flag: str, value: str, enough: str, words: str
 ) -> None:
     """Each flag reaches the engine: exit 3, one line naming layer and entry."""
     layer = tmp_path / "l.tar"
@@ -213,7 +216,7 @@ def test_cli_limit_flags_refuse_in_one_line(
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0], proc.stderr
     assert "h/" in lines[0]  # the entry
-    ok = _cli("apply", "-q", str(tmp_path / "ok"), str(layer), flag, "4")
+    ok = _cli("apply", "-q", str(tmp_path / "ok"), str(layer), flag, enough)
     assert ok.returncode == 0, ok.stderr
 
 
@@ -259,3 +262,18 @@ def test_conflict_detector_reads_headers_within_the_limits(tmp_path: Path) -> No
     assert caught.value.entry == "c"
     stack, _ = read_stack([str(layer)], Limits(entries=3))
     assert [e.path for e in stack[0]] == ["a", "b", "c"]
+
+
+def test_layer_bytes_bounds_a_decompression_bomb(canary: Any) -> None:
+    """64 MiB of zeros in a few KiB of gzip: refused at 16 MiB by name, taken by default."""
+    layer = Layer().file("small", b"s").file("bomb", bytes(64 << 20)).file("after", b"a")
+    packed = gzip.compress(layer.tar(), compresslevel=9)
+    assert len(packed) < 256 << 10
+    options = ApplyOptions(limits=Limits(layer_bytes=16 << 20))
+    with pytest.raises(BadInputError) as caught:
+        apply_layers(canary.dest / "a", [io.BytesIO(packed)], options)
+    assert caught.value.entry == "bomb"
+    assert "larger than 16777216 bytes uncompressed" in str(caught.value)
+    assert not (canary.dest / "a" / "after").exists()
+    apply_layers(canary.dest / "b", [io.BytesIO(packed)])
+    assert os.path.getsize(canary.dest / "b" / "bomb") == 64 << 20
