@@ -135,9 +135,17 @@ def _engine_options() -> argparse.ArgumentParser:
         "layers wrote, as ggcr and kaniko before #326 did: to reproduce their bugs; the "
         "--report then lists the paths where the orders differ ('conflicts')",
     )
-    for flag, field, what in _LIMIT_FLAGS:
+    _add_limit_flags(engine, _LIMIT_FLAGS)
+    return engine
+
+
+def _add_limit_flags(
+    parser: argparse.ArgumentParser, flags: Sequence[tuple[str, str, str]]
+) -> None:
+    """One ``--max-*`` option per ``(flag, Limits field, what it refuses)``."""
+    for flag, field, what in flags:
         default = getattr(Limits(), field)
-        add(
+        parser.add_argument(
             flag,
             type=_positive,
             default=default,
@@ -145,7 +153,12 @@ def _engine_options() -> argparse.ArgumentParser:
             metavar="N",
             help=f"refuse {what} (default {default or 'none'}; see Limits in the README)",
         )
-    return engine
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    """The ``Limits`` the ``--max-*`` options given to this command ask for."""
+    given = {field: getattr(args, f"limit_{field}", None) for _, field, _ in _LIMIT_FLAGS}
+    return Limits(**{field: value for field, value in given.items() if value is not None})
 
 
 # The configurable bounds: (flag, Limits field, what exceeding it means).
@@ -161,6 +174,8 @@ _LIMIT_FLAGS = (
     ("--max-entries", "entries", "layers of more than N entries"),
     ("--max-layer-bytes", "layer_bytes", "layers larger than N bytes uncompressed"),
 )
+# The ones that bound reading headers, which is all ``conflicts`` does with a layer.
+_READING_FLAGS = tuple(f for f in _LIMIT_FLAGS if f[1] not in ("symlinks", "hardlinks"))
 
 
 def _positive(text: str) -> int:
@@ -403,6 +418,7 @@ def _conflicts_command(
     conflicts.add_argument(
         "--json", action="store_true", help="one JSON document on stdout (extractor.conflicts/v1)"
     )
+    _add_limit_flags(conflicts, _READING_FLAGS)
 
 
 def _cmd_conflicts(args: argparse.Namespace) -> int:
@@ -418,9 +434,10 @@ def _cmd_conflicts(args: argparse.Namespace) -> int:
         if args.layers.count("-") > 1:
             _error("standard input can be read only once")
             return EXIT_USAGE
-        stack, names = read_stack([_stdin() if name == "-" else name for name in args.layers])
+        sources = [_stdin() if name == "-" else name for name in args.layers]
+        stack, names = read_stack(sources, _limits(args))
     else:
-        stack, names = image_stack(args.image, ref=args.ref, platform=args.platform)
+        stack, names = image_stack(args.image, args.ref, args.platform, _limits(args))
     found = detect_stack(stack, names)
     if args.json:
         sys.stdout.write(json.dumps(document(found), indent=2) + "\n")
@@ -495,7 +512,7 @@ def _apply_options(args: argparse.Namespace) -> ApplyOptions:
         gid_maps=tuple(args.gid_map),
         keep_dirlinks=args.keep_dirlinks,
         verify=not getattr(args, "no_verify", False),
-        limits=Limits(**{field: getattr(args, f"limit_{field}") for _, field, _ in _LIMIT_FLAGS}),
+        limits=_limits(args),
         progress=progress,
     )
 

@@ -95,13 +95,14 @@ def _headers(layer: LayerInput, label: str, limits: Limits) -> list[Entry]:
 
 
 def image_stack(
-    path: str, ref: str | None = None, platform: str | None = None
+    path: str, ref: str | None = None, platform: str | None = None, limits: Limits | None = None
 ) -> tuple[list[list[Entry]], list[str]]:
     """``read_stack`` for the layers of an image (docker save, OCI layout or archive)."""
     from .images import open_image
 
     with open_image(path, ref=ref, platform=platform) as image:
-        return read_stack([LayerInput(source=ref_.open, name=ref_.name) for ref_ in image.layers])
+        layers = [LayerInput(source=ref_.open, name=ref_.name) for ref_ in image.layers]
+        return read_stack(layers, limits)
 
 
 # -- simulating ---------------------------------------------------------------

@@ -277,3 +277,16 @@ def test_layer_bytes_bounds_a_decompression_bomb(canary: Any) -> None:
     assert not (canary.dest / "a" / "after").exists()
     apply_layers(canary.dest / "b", [io.BytesIO(packed)])
     assert os.path.getsize(canary.dest / "b" / "bomb") == 64 << 20
+
+
+def test_conflicts_command_takes_the_reading_limits(tmp_path: Path) -> None:
+    """``extractor conflicts`` reads headers within --max-entries (and has no flags for
+    the limits only an apply meets)."""
+    layer = tmp_path / "l.tar"
+    layer.write_bytes(Layer().file("a").file("b").file("c").tar())
+    refused = _cli("conflicts", "--layers", str(layer), "--max-entries", "2")
+    assert refused.returncode == 3, refused.stderr
+    assert "more than 2 entries in one layer" in refused.stderr
+    assert _cli("conflicts", "--layers", str(layer), "--max-entries", "3").returncode == 0
+    unknown = _cli("conflicts", "--layers", str(layer), "--max-hardlinks", "3")
+    assert unknown.returncode == 2
