@@ -19,15 +19,14 @@ from .changeset import PLNK_DIR, Action, LayerState, classify
 from .decode import LayerStream
 from .errors import BadInputError, ExtractorError, OperationalError
 from .limits import Limits
-from .model import ApplyResult, Entry, Kind, LayerReport, Notice
+from .model import DIR, FILE, HARDLINK, SYMLINK, ApplyResult, Entry, Kind, LayerReport, Notice
 from .rootfs import IdMap, Root, RootOptions
 from .tarstream import TarReader
 
 LayerSource = str | os.PathLike[str] | IO[bytes]
 
-# Members as module globals: a class attribute lookup per use adds up per entry.
+# As plain globals, for the same reason as model.FILE and its kin.
 _WRITE, _WHITEOUT, _OPAQUE, _SKIP = Action.WRITE, Action.WHITEOUT, Action.OPAQUE, Action.SKIP
-_FILE, _DIR, _SYMLINK, _HARDLINK = Kind.FILE, Kind.DIR, Kind.SYMLINK, Kind.HARDLINK
 
 # errno values that say the input, not the machine, is at fault.
 _INPUT_ERRNOS = {errno.ENAMETOOLONG, errno.EMLINK}
@@ -265,7 +264,7 @@ class LayerApplier:
             root.notify("duplicate_entry", entry.path, "listed twice in one layer; last wins")
         if state.link_target:
             state.drop_link(entry.path)
-        if entry.kind is _HARDLINK:
+        if entry.kind is HARDLINK:
             report.hardlinks += 1
             self._hardlink(entry.path, entry.linkname)
             return
@@ -281,12 +280,12 @@ class LayerApplier:
     def _count(self, entry: Entry) -> None:
         report = self.report
         kind = entry.kind
-        if kind is _FILE:
+        if kind is FILE:
             report.files += 1
             report.bytes += entry.size
-        elif kind is _DIR:
+        elif kind is DIR:
             report.dirs += 1
-        elif kind is _SYMLINK:
+        elif kind is SYMLINK:
             report.symlinks += 1
         else:
             report.specials += 1

@@ -18,6 +18,12 @@ class Kind(enum.Enum):
     BLOCK = "block"
 
 
+# The common kinds as plain module globals, for code that runs per entry:
+# ``Kind.FILE`` is an attribute lookup on the enum class (about 70 ns here),
+# a global about 8, and an entry compares its kind several times.
+FILE, DIR, SYMLINK, HARDLINK = Kind.FILE, Kind.DIR, Kind.SYMLINK, Kind.HARDLINK
+
+
 @dataclass(slots=True)
 class Entry:
     """One tar member, decoded and normalised, with its data still in the stream.

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from . import xattrs
 from .errors import BadInputError, UnsafeEntryError
 from .limits import SYMLINKS
-from .model import Entry, Kind
+from .model import DIR, FILE, SYMLINK, Entry, Kind
 from .paths import is_within
 
 CHUNK = 1 << 20
@@ -34,8 +34,6 @@ _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _PRIVILEGED_XATTRS = ("security.", "trusted.")  # skipped when rootless
 _SPECIAL = {Kind.FIFO: stat.S_IFIFO, Kind.CHAR: stat.S_IFCHR, Kind.BLOCK: stat.S_IFBLK}
-# Members as module globals: a class attribute lookup per use adds up per entry.
-_FILE, _DIR, _SYMLINK = Kind.FILE, Kind.DIR, Kind.SYMLINK
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,11 +436,11 @@ class Root:
         dfd, parent_phys, name = self.parent(entry.path)
         phys = f"{parent_phys}/{name}" if parent_phys else name
         kind = entry.kind
-        if kind is _FILE:
+        if kind is FILE:
             self._write_file(dfd, name, phys, entry, read)
-        elif kind is _DIR:
+        elif kind is DIR:
             self._write_dir(dfd, name, phys, entry)
-        elif kind is _SYMLINK:
+        elif kind is SYMLINK:
             self._write_symlink(dfd, name, phys, entry)
         elif not self._write_special(dfd, name, phys, entry):
             return None

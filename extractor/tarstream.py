@@ -20,7 +20,7 @@ import zlib
 from .decode import Readable
 from .errors import BadInputError
 from .limits import Limits
-from .model import Entry, Kind
+from .model import DIR, FILE, HARDLINK, SYMLINK, Entry, Kind
 from .paths import normalize
 
 BLOCK = 512
@@ -45,8 +45,6 @@ _KINDS = {
 }
 
 
-# Enum members as module globals: a class attribute lookup per use adds up per entry.
-_FILE, _DIR, _SYMLINK, _HARDLINK = Kind.FILE, Kind.DIR, Kind.SYMLINK, Kind.HARDLINK
 _DEVICES = frozenset({Kind.CHAR, Kind.BLOCK})
 
 
@@ -310,7 +308,7 @@ class TarReader:
         long_link: bytes | None = None
         while True:
             data, pos = self._data, self._pos
-            if len(data) - pos >= BLOCK:  # the common case, inline
+            if len(data) - pos >= BLOCK:  # _take's fast path, inline: 0.5 µs an entry
                 block: bytes | None = data[pos : pos + BLOCK]
                 self._pos = pos + BLOCK
                 self._offset += BLOCK
@@ -408,8 +406,8 @@ class TarReader:
         if kind is None:
             printable = typeflag.decode("latin-1")
             raise BadInputError(f"unsupported tar entry type {printable!r}")
-        if kind is _FILE and typeflag in b"0\0" and name.endswith("/"):
-            kind = _DIR  # old tars mark directories only by the slash
+        if kind is FILE and typeflag in b"0\0" and name.endswith("/"):
+            kind = DIR  # old tars mark directories only by the slash
         if numbers is not None:
             mode, uid, gid, _, mtime = numbers
         else:
@@ -418,17 +416,17 @@ class TarReader:
             gid = _octal(fields[3], "gid")
             mtime = _octal(fields[5], "mtime")
         entry = Entry(name, normalize(name), kind, mode & 0o7777, uid, gid, mtime * 1_000_000_000)
-        if kind is _HARDLINK or kind is _SYMLINK:
+        if kind is HARDLINK or kind is SYMLINK:
             linkname = _text(long_link if long_link is not None else _cstr(fields[8]))
             if pax and "linkpath" in pax:
                 linkname = _text(pax["linkpath"])
-            entry.linkname = normalize(linkname) if kind is _HARDLINK else linkname
+            entry.linkname = normalize(linkname) if kind is HARDLINK else linkname
         elif kind in _DEVICES:
             entry.devmajor = _number(block[329:337], "devmajor")
             entry.devminor = _number(block[337:345], "devminor")
         if pax:
             self._apply_pax(entry, pax)
-        if kind is _FILE:
+        if kind is FILE:
             stored = size
             if pax and "size" in pax:
                 stored = _decimal(_text(pax["size"]), "size")
