@@ -210,15 +210,10 @@ class LayerApplier:
                 report = self.report
                 report.compression = stream.compression
                 tar = TarReader(stream, limits)
-                max_entries = limits.entries
                 if self.progress is not None:
                     self.progress.start(self.label, layer.size or _size_of(source))
                 while (entry := tar.next()) is not None:
                     report.entries += 1
-                    if report.entries > max_entries:
-                        raise BadInputError(
-                            f"more than {max_entries} entries in one layer (--max-entries)"
-                        )
                     if self.debug:
                         self.log.debug(
                             "entry", layer=report.index, path=entry.path, kind=entry.kind.value

@@ -193,7 +193,8 @@ class TarReader:
     ``next()`` returns the next ``Entry`` (or ``None`` at the end) and skips
     whatever data of the previous one was not read. ``read_data(n)`` reads the
     current entry's stored bytes. ``current`` names the last member seen, for
-    error messages. ``limits`` bounds paths and extended headers.
+    error messages. ``limits`` bounds paths, extended headers, the number of
+    entries and the bytes read.
     """
 
     def __init__(self, stream: Readable, limits: Limits | None = None):
@@ -203,6 +204,8 @@ class TarReader:
         self._quarter_path = limits.path_bytes // 4  # a str longer than this may be too long
         self._max_meta = limits.header_bytes
         self._max_bytes = limits.layer_bytes if limits.layer_bytes is not None else 1 << 63
+        self._max_entries = limits.entries
+        self._entries = 0
         self._data = b""  # the chunk being read, from ``_pos`` on
         self._pos = 0
         self._remaining = 0  # unread data bytes of the current entry
@@ -350,7 +353,7 @@ class TarReader:
                         sparse_runs.append(_decimal(_text(value), key))
                     pax[key] = value
                 continue
-            return self._entry(
+            entry = self._entry(
                 block,
                 fields,
                 numbers,
@@ -360,6 +363,12 @@ class TarReader:
                 long_name,
                 long_link,
             )
+            self._entries += 1
+            if self._entries > self._max_entries:
+                raise BadInputError(
+                    f"more than {self._max_entries} entries in one layer (--max-entries)"
+                )
+            return entry
 
     def _check(self, block: bytes, field: bytes) -> None:
         if block.isascii():
