@@ -33,6 +33,10 @@ from typing import Any
 
 import zstandard
 
+# the checkout's own extractor, whether or not it is installed in this Python
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from extractor.paxwriter import pax_record
+
 HERE = Path(__file__).resolve().parent / "adversarial"
 MTIME = 1_600_000_000
 EVIL = b"EVIL\n"
@@ -154,11 +158,7 @@ def pax_block(records: bytes, name: bytes = b"PaxHeaders/x") -> bytes:
 
 def rec(key: str, value: str) -> bytes:
     """One well-formed PAX record ``"%d key=value\\n"``."""
-    body = f" {key}={value}\n".encode()
-    n = len(body) + 1
-    while len(str(n)) + len(body) != n:
-        n += 1
-    return str(n).encode() + body
+    return pax_record(key.encode(), value.encode())
 
 
 def data_blocks(data: bytes) -> bytes:

@@ -42,6 +42,7 @@ from typing import IO, Any
 import pytest
 
 from extractor import ApplyOptions, ExtractorError, Limits, apply_layers
+from extractor.paxwriter import pax_record
 
 CORPUS = Path(__file__).resolve().parent.parent / "testdata" / "adversarial"
 CASES: list[dict[str, Any]] = json.loads((CORPUS / "cases.json").read_text())["cases"]
@@ -452,18 +453,16 @@ def _pax(records: bytes) -> bytes:
     return bytes(head) + records + bytes(-len(records) % 512)
 
 
-def _record(key: str, value: str) -> bytes:
-    body = f" {key}={value}\n".encode()
-    n = len(body) + 1
-    while len(str(n)) + len(body) != n:
-        n += 1
-    return str(n).encode() + body
-
-
 def _deep_layer(depth: int = DEPTH, component: str = "d") -> bytes:
     name = "/".join([component] * depth) + "/leaf"
     head = _ustar(b"deep-leaf", b"0", 5)
-    return _pax(_record("path", name)) + bytes(head) + b"EVIL\n" + bytes(507) + bytes(1024)
+    return (
+        _pax(pax_record(b"path", name.encode()))
+        + bytes(head)
+        + b"EVIL\n"
+        + bytes(507)
+        + bytes(1024)
+    )
 
 
 def _whiteout_layer() -> bytes:
