@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from .errors import BadInputError, UnsafeEntryError
 from .model import Entry, Kind
+from .paths import PathSet
 
 WH_PREFIX = ".wh."
 WH_META_PREFIX = ".wh..wh."
@@ -70,31 +71,6 @@ def classify(entry: Entry) -> Decision:
     return Decision(Action.WHITEOUT, f"{head}/{name}" if head else name)
 
 
-class PathSet:
-    """A set of paths kept as their hashes, so a path 10,000 levels deep costs
-    10,000 small integers rather than 10,000 copies of ever longer prefixes.
-
-    ``str`` hashes are keyed per process (SipHash), so a layer cannot be
-    crafted to collide; a chance collision (about 2**-64) would only let a
-    same-layer whiteout spare one more lower path.
-    """
-
-    __slots__ = ("_keys",)
-
-    def __init__(self) -> None:
-        self._keys: set[int] = set()
-
-    def add(self, path: str) -> None:
-        """Add one path."""
-        self._keys.add(hash(path))
-
-    def __contains__(self, path: object) -> bool:
-        return hash(path) in self._keys
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-
 @dataclass
 class LayerState:
     """What the rules remember while one layer streams by.
@@ -103,8 +79,9 @@ class LayerState:
     ancestors: a whiteout or opaque marker later in the same layer must leave
     them alone, because whiteouts only apply to lower layers (the spec:
     "Files that are present in the same layer as a whiteout file can only be
-    hidden by whiteout files in subsequent layers"). ``seen`` catches
-    duplicate names.
+    hidden by whiteout files in subsequent layers"). A hash collision in
+    this ``PathSet`` would only let such a whiteout spare one more lower
+    path. ``seen`` catches duplicate names.
 
     ``link_target`` maps each hardlink this layer made (or could not make
     yet) to its target; ``links_to`` lists them by target. Whenever the layer

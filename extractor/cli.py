@@ -135,6 +135,14 @@ def _engine_options() -> argparse.ArgumentParser:
         "layers wrote, as ggcr and kaniko before #326 did: to reproduce their bugs; the "
         "--report then lists the paths where the orders differ ('conflicts')",
     )
+    add(
+        "--jobs",
+        type=_positive,
+        metavar="N",
+        help="processes that write the tree: 1 writes all from one; 2 or more fork one helper "
+        "that creates the regular files while the main process reads and decides (default: "
+        "2 for layers of 1 MiB and more on a machine with 2+ CPUs)",
+    )
     _add_limit_flags(engine, _LIMIT_FLAGS)
     return engine
 
@@ -514,6 +522,7 @@ def _apply_options(args: argparse.Namespace) -> ApplyOptions:
         verify=not getattr(args, "no_verify", False),
         limits=_limits(args),
         progress=progress,
+        jobs=args.jobs,
     )
 
 

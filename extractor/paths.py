@@ -46,3 +46,28 @@ def ancestors(path: str) -> list[str]:
     for i in range(1, len(parts)):
         out.append("/".join(parts[:i]))
     return out if path else []
+
+
+class PathSet:
+    """A set of paths kept as their hashes, so the paths of a tree 10,000 levels deep cost
+    10,000 small integers rather than 10,000 copies of ever longer prefixes.
+
+    ``str`` hashes are keyed per process (SipHash), so a layer cannot be
+    crafted to collide; a chance collision is about 2**-64; each user
+    says what one would cost it.
+    """
+
+    __slots__ = ("_keys",)
+
+    def __init__(self) -> None:
+        self._keys: set[int] = set()
+
+    def add(self, path: str) -> None:
+        """Add one path."""
+        self._keys.add(hash(path))
+
+    def __contains__(self, path: object) -> bool:
+        return hash(path) in self._keys
+
+    def __len__(self) -> int:
+        return len(self._keys)

@@ -25,7 +25,8 @@ from . import xattrs
 from .errors import BadInputError, UnsafeEntryError
 from .limits import SYMLINKS
 from .model import DIR, FILE, SYMLINK, Entry, Kind
-from .paths import is_within
+from .paths import PathSet, is_within
+from .writebehind import CHMOD, CHOWN, LARGE, WriteBehind
 
 CHUNK = 1 << 20
 PARENTS = 256  # resolved parent directories kept open (each an O_PATH fd)
@@ -127,16 +128,51 @@ class Root:
         self._mapped = bool(options.uid_maps or options.gid_maps)
         self._stale: list[int] = []  # forgotten fds the current entry may still be using
         self._dirmeta: dict[str, tuple[int, int, int]] = {}  # physical -> mode, atime, mtime
+        # Directories made by this root (so holding only what it made since), and
+        # what it made that is not a regular file: with these a small file can be
+        # sent to the helper without asking the kernel what its name holds. As
+        # hashes, so deep trees cost 8 bytes a name; a collision (about 2**-64)
+        # would only make the helper refuse a file, never write elsewhere.
+        self._fresh = PathSet()
+        if not _has_children(self.fd):
+            self._fresh.add("")
+        self._made = PathSet()
+        self._behind: WriteBehind | None = None
 
     def close(self) -> None:
-        """Release the fds; the tree stays as it is."""
+        """Release the fds and end the helper; the tree stays as it is."""
+        if self._behind is not None:
+            self._behind.close()
+            self._behind = None
         self._forget()
         self._close_stale()
         os.close(self.fd)
 
     # -- resolution ---------------------------------------------------------
 
+    def start_helper(self) -> None:
+        """From now on, have a helper process create regular files (``writebehind``).
+
+        It forks: call it while no other thread runs.
+        """
+        if self._behind is None:
+            try:
+                self._behind = WriteBehind(self.fd)
+            except OSError:
+                pass  # no process to spare (RLIMIT_NPROC, a jail): this one writes all
+
+    def settle(self) -> None:
+        """Wait until the helper has created every file sent to it.
+
+        Raises ``writebehind.FailedWriteError`` (an ``OSError`` naming its entry)
+        for one it could not create.
+        """
+        if self._behind is not None:
+            self._behind.settle()
+
     def _forget(self) -> None:
+        # Whatever drops the cache changes the tree in a way sent files must precede.
+        self.settle()
         # One fd may be the parent the current entry is being written in, which
         # is still the right directory; they are closed before the next lookup.
         if self._parents:
@@ -186,8 +222,12 @@ class Root:
                 except FileNotFoundError:
                     if not create:
                         raise
+                    if self._sent_to("/".join([*names, part])):
+                        todo.append(part)  # a file is on its way there: look again
+                        continue
                     try:
                         self._mkdir_implicit(cur, part)
+                        self._made_dir("/".join([*names, part]))
                     except PermissionError:
                         if not self._unlock(cur, "/".join(names)):
                             raise
@@ -280,6 +320,10 @@ class Root:
         os.mkdir(name, 0o755, dir_fd=dfd)
         os.chmod(xattrs.link_name(dfd, name), 0o755)  # defeat the umask
 
+    def _made_dir(self, phys: str) -> None:
+        self._made.add(phys)
+        self._fresh.add(phys)
+
     def _unlock(self, fd: int, phys: str | None) -> bool:
         """As non-root, make a directory we own writable and enterable; False if we can't.
 
@@ -309,6 +353,7 @@ class Root:
         ``keep`` holds what the current layer wrote (and the ancestors of
         that): a whiteout only hides what lower layers had.
         """
+        self.settle()
         st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
         kept = keep is not None and phys in keep
         if stat.S_ISDIR(st.st_mode):
@@ -437,8 +482,19 @@ class Root:
         phys = f"{parent_phys}/{name}" if parent_phys else name
         kind = entry.kind
         if kind is FILE:
-            self._write_file(dfd, name, phys, entry, read)
-        elif kind is DIR:
+            behind = self._behind
+            if behind is not None and self._sendable(behind, entry, dfd, name, parent_phys, phys):
+                self._send_file(behind, parent_phys, name, phys, entry, read)
+            else:
+                if entry.size > LARGE:
+                    self.settle()  # so that running out of space hits the same entry
+                else:
+                    self._sent_to(phys)
+                self._write_file(dfd, name, phys, entry, read)
+            return phys
+        self._sent_to(phys)
+        self._made.add(phys)
+        if kind is DIR:
             self._write_dir(dfd, name, phys, entry)
         elif kind is SYMLINK:
             self._write_symlink(dfd, name, phys, entry)
@@ -446,11 +502,58 @@ class Root:
             return None
         return phys
 
+    def _sent_to(self, phys: str) -> bool:
+        """Whether a file sent to the helper is still to be made at ``phys``; if
+        so, waits for it, as whatever comes next there must find it."""
+        behind = self._behind
+        if behind is not None and behind.pending(phys):
+            behind.settle()
+            return True
+        return False
+
+    def _sendable(
+        self, behind: WriteBehind, entry: Entry, dfd: int, name: str, parent: str, phys: str
+    ) -> bool:
+        """Whether the helper may create this file: not large or sparse, nothing but
+        owner, mode and times to set, and its name holding nothing or a regular file."""
+        if entry.size > LARGE or entry.sparse is not None or entry.xattrs:
+            return False
+        if not self.privileged and (entry.uid or entry.gid):
+            return False  # the owner goes in an xattr (``_record_owner_fd``)
+        if (parent in self._fresh and phys not in self._made) or behind.pending(phys):
+            return True
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return True
+        return stat.S_ISREG(st.st_mode)
+
+    def _send_file(
+        self,
+        behind: WriteBehind,
+        parent: str,
+        name: str,
+        phys: str,
+        entry: Entry,
+        read: Callable[[int], bytes],
+    ) -> None:
+        uid, gid = self._ids(entry)
+        plain = self._plain
+        flags = CHMOD if self._needs_chmod(entry, plain) else 0
+        if self.privileged and (not plain or (uid, gid) != self._creator):
+            flags |= CHOWN
+        mtime = entry.mtime_ns
+        times = (entry.atime_ns or mtime, mtime)
+        behind.send(
+            parent, name, phys, entry.path, flags, entry.mode, (uid, gid), times, entry.size, read
+        )
+
     def _write_root(self, entry: Entry) -> str:
         if entry.kind is not Kind.DIR:
             raise UnsafeEntryError(
                 f"refusing to change the root directory into a {entry.kind.value}"
             )
+        self._forget()  # its xattrs may make it stop being "plain"
         self._own(self.fd, entry)
         self._set_xattrs_fd(self.fd, entry, replace=True)
         self._dirmeta[""] = (entry.mode, entry.atime_ns or entry.mtime_ns, entry.mtime_ns)
@@ -484,7 +587,7 @@ class Root:
                         length -= len(chunk)
                 os.ftruncate(fd, entry.realsize)
             self._own(fd, entry, plain)
-            if not plain or perms != entry.mode or perms & self._umask:
+            if self._needs_chmod(entry, plain):
                 os.fchmod(fd, entry.mode)  # also after a chown, which clears setuid
             if entry.xattrs:
                 self._set_xattrs_fd(fd, entry, replace=False)
@@ -493,6 +596,11 @@ class Root:
         finally:
             os.close(fd)
 
+    def _needs_chmod(self, entry: Entry, plain: bool) -> bool:
+        """Whether a file just created with ``entry``'s permission bits needs a chmod."""
+        perms = entry.mode & 0o777
+        return not plain or perms != entry.mode or bool(perms & self._umask)
+
     def _write_dir(self, dfd: int, name: str, phys: str, entry: Entry) -> None:
         mode = entry.mode if self.privileged else entry.mode | 0o700
         if mode & stat.S_ISGID or any(k.startswith("system.posix_acl") for k in entry.xattrs):
@@ -500,6 +608,7 @@ class Root:
         try:
             os.mkdir(name, 0o700, dir_fd=dfd)
             merged = False
+            self._fresh.add(phys)
         except FileExistsError:
             st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
@@ -511,6 +620,7 @@ class Root:
                 self._replace(dfd, name, phys)
                 os.mkdir(name, 0o700, dir_fd=dfd)
                 merged = False
+                self._fresh.add(phys)
         fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
         # New in a plain parent: it has our ids, no default ACL, and is setgid
         # only if the layer makes it so.
@@ -581,6 +691,7 @@ class Root:
         except FileNotFoundError:
             return None
         try:
+            self._sent_to(self.join(tphys, tname))
             try:
                 st = os.stat(tname, dir_fd=tfd, follow_symlinks=False)
             except FileNotFoundError:
@@ -591,6 +702,8 @@ class Root:
             phys = self.join(parent_phys, name)
             if phys == self.join(tphys, tname):
                 return phys  # a link to itself: already in place
+            self._sent_to(phys)
+            self._made.add(phys)  # it may link a symlink
             try:
                 os.link(tname, name, src_dir_fd=tfd, dst_dir_fd=dfd, follow_symlinks=False)
             except FileExistsError:
@@ -722,6 +835,11 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def _has_children(fd: int) -> bool:
+    with os.scandir(fd) as it:
+        return next(it, None) is not None
 
 
 def _children(fd: int) -> list[str]:

@@ -100,6 +100,9 @@ class MemRoot:
     def finish(self) -> None:
         """Directory metadata is not modelled: nothing to do."""
 
+    def settle(self) -> None:
+        """No helper writes here: nothing is ever pending (``Root.settle``)."""
+
     def close(self) -> None:
         """Nothing to release."""
 

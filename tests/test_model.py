@@ -36,7 +36,7 @@ from builders import Layer
 from hypothesis import example, given, note, settings
 from hypothesis import strategies as st
 
-from extractor import ExtractorError, apply_layers
+from extractor import ApplyOptions, ExtractorError, apply_layers
 
 IS_ROOT = os.geteuid() == 0
 NS = 1_000_000_000
@@ -506,31 +506,35 @@ def _l(path: str, target: str) -> Op:
 
 
 @settings(max_examples=1000, deadline=None, derandomize=False)
-@given(raw=stacks())
+@given(raw=stacks(), jobs=st.sampled_from([1, 2]))
 # Fixed cases the generator reaches only rarely:
 # two names of lower files linked to each other in one layer;
-@example(raw=[[_f("a", b"A"), _f("b", b"B")], [_l("a", "b"), _l("b", "a")]])
+@example(jobs=2, raw=[[_f("a", b"A"), _f("b", b"B")], [_l("a", "b"), _l("b", "a")]])
 # a link listed before its target, whose lower version is stale;
-@example(raw=[[_f("c", b"old")], [_l("a/b", "c"), _f("c", b"new")]])
+@example(jobs=2, raw=[[_f("c", b"old")], [_l("a/b", "c"), _f("c", b"new")]])
 # a chain of links, all before the target;
-@example(raw=[[_d("a")], [_l("b", "a/c"), _l("c", "b"), _f("a/c", b"x")]])
+@example(jobs=2, raw=[[_d("a")], [_l("b", "a/c"), _l("c", "b"), _f("a/c", b"x")]])
 # an opaque marker after its siblings, and a whiteout after a same-layer recreation;
 @example(
+    jobs=2,
     raw=[
         [_d("a", 0o700), _f("a/b", b"1"), _f("a/c", b"2"), _f("b/c", b"3")],
         [_f("a/b", b"new"), Op("opaque", "a"), _f("b", b"f"), Op("whiteout", "b")],
-    ]
+    ],
 )
 # kaniko #282: the upper layer replaces a hardlinked name by a symlink to the other name.
 @example(
+    jobs=2,
     raw=[
         [_f("a/b", b"git"), _l("c/c/c", "a/b")],
         [Op("whiteout", "a/b"), Op("symlink", "a/b", target="/c/c/c")],
-    ]
+    ],
 )
-def test_random_stacks_match_the_model(raw: list[list[Op]]) -> None:
-    """Any generated stack gives the tree (or the refusal) the model of the OCI rules predicts."""
+def test_random_stacks_match_the_model(raw: list[list[Op]], jobs: int) -> None:
+    """Any generated stack gives the tree (or the refusal) the model of the OCI rules
+    predicts, written from one process or with the file-creating helper."""
     stack = sanitize(raw)
+    options = ApplyOptions(jobs=jobs)
     note("stack as applied (after dropping ambiguous entries):\n" + _describe(stack))
     model = Model()
     refusal: ModelError | None = None
@@ -545,13 +549,13 @@ def test_random_stacks_match_the_model(raw: list[list[Op]]) -> None:
         if refusal is not None:
             note(f"model refuses: {refusal}")
             try:
-                apply_layers(dest, streams)
+                apply_layers(dest, streams, options)
             except ExtractorError:
                 pass
             else:
                 raise AssertionError(f"the engine applied a stack the rules refuse ({refusal})")
         else:
-            apply_layers(dest, streams)
+            apply_layers(dest, streams, options)
             want_tree, want_groups = _expected(model)
             got_tree, got_groups = _observed(dest)
             problems = _differences(want_tree, got_tree)
