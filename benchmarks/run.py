@@ -104,6 +104,10 @@ def _extractor(s: stacks.Stack, d: str) -> list[str] | None:
     return [*_extractor_argv(), "apply", "-q", d, *(x.path for x in s.layers)]
 
 
+def _extractor_one_process(s: stacks.Stack, d: str) -> list[str] | None:
+    return [*_extractor_argv(), "apply", "-q", "--jobs", "1", d, *(x.path for x in s.layers)]
+
+
 COMMANDS = (
     Command("tar", "tar -xzf", ("tar",), _tar, baseline=True),
     Command("zstd", "zstd -dc \\| tar -x", ("zstd", "tar"), _zstd_tar, baseline=True),
@@ -111,6 +115,7 @@ COMMANDS = (
     Command("bsdtar", "bsdtar -xf", ("bsdtar",), _bsdtar),
     Command("umoci", "umoci raw unpack", ("umoci",), _umoci),
     Command("python", "python tarfile.extractall", (), _python),
+    Command("extractor1", "extractor apply --jobs 1", (), _extractor_one_process),
     Command("extractor", "**extractor apply**", (), _extractor),
 )
 COMMAND_KEYS = tuple(c.key for c in COMMANDS)
