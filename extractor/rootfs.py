@@ -518,7 +518,7 @@ class Root:
         owner, mode and times to set, and its name holding nothing or a regular file."""
         if entry.size > LARGE or entry.sparse is not None or entry.xattrs:
             return False
-        if not self.privileged and (entry.uid or entry.gid):
+        if not self.privileged and any(self._ids(entry)):
             return False  # the owner goes in an xattr (``_record_owner_fd``)
         if (parent in self._fresh and phys not in self._made) or behind.pending(phys):
             return True
