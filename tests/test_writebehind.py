@@ -180,60 +180,43 @@ def test_truncated_file_stops_the_helper_cleanly(tmp_path: Path) -> None:
 # -- confinement: the helper alone ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("parent", ["..", "a/../..", "./a", "a//b", "/abs"])
-def test_helper_refuses_paths_that_are_not_physical(canary: Any, parent: str) -> None:
-    canary.dest.mkdir()
-    (canary.dest / "a").mkdir()
-    fd = os.open(canary.dest, os.O_RDONLY | os.O_DIRECTORY)
+def _refused(dest: Path, parent: str, name: str, match: str | None = None) -> None:
+    """Send the helper of a root at ``dest`` a file ``name`` in ``parent``; it must fail."""
+    fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
     behind = WriteBehind(fd)
     try:
-        behind.send(
-            parent, "passwd", f"{parent}/passwd", "x", 0, 0o644, (0, 0), (0, 0), 3, _data(b"bad")
-        )
-        with pytest.raises(FailedWriteError):
+        data = io.BytesIO(b"bad")
+        behind.send(parent, name, name, name, 0, 0o644, (0, 0), (0, 0), 3, data.read)
+        with pytest.raises(FailedWriteError, match=match):
             behind.settle()
     finally:
         behind.close()
         os.close(fd)
 
 
-def test_helper_does_not_follow_a_symlinked_parent(canary: Any) -> None:
+@pytest.mark.parametrize("parent", ["..", "a/../..", "./a", "a//b", "/abs"])
+def test_helper_refuses_paths_that_are_not_physical(canary: Any, parent: str) -> None:
+    canary.dest.mkdir()
+    (canary.dest / "a").mkdir()
+    _refused(canary.dest, parent, "passwd")
+
+
+@pytest.mark.parametrize("parent", ["etc", "d/up", "etc/dir"])
+def test_helper_does_not_follow_a_symlinked_parent(canary: Any, parent: str) -> None:
     """Sent a parent that is a symlink out of the root, the helper refuses it."""
     canary.dest.mkdir()
     (canary.dest / "etc").symlink_to(canary.outside)
     (canary.dest / "d").mkdir()
     (canary.dest / "d" / "up").symlink_to("../etc")
-    fd = os.open(canary.dest, os.O_RDONLY | os.O_DIRECTORY)
-    behind = WriteBehind(fd)
-    try:
-        for parent in ("etc", "d/up", "etc/dir"):
-            behind.send(parent, "victim", "x", "x", 0, 0o644, (0, 0), (0, 0), 3, _data(b"bad"))
-            with pytest.raises(FailedWriteError):
-                behind.settle()
-    finally:
-        behind.close()
-        os.close(fd)
+    _refused(canary.dest, parent, "victim")
 
 
 def test_helper_replaces_only_regular_files(canary: Any) -> None:
     """A name holding a symlink (to a host file) is never written through or replaced."""
     canary.dest.mkdir()
     (canary.dest / "victim").symlink_to(canary.outside / "victim")
-    fd = os.open(canary.dest, os.O_RDONLY | os.O_DIRECTORY)
-    behind = WriteBehind(fd)
-    try:
-        behind.send("", "victim", "victim", "victim", 0, 0o644, (0, 0), (0, 0), 3, _data(b"bad"))
-        with pytest.raises(FailedWriteError, match="not a regular file"):
-            behind.settle()
-    finally:
-        behind.close()
-        os.close(fd)
+    _refused(canary.dest, "", "victim", match="not a regular file")
     assert (canary.dest / "victim").is_symlink()
-
-
-def _data(content: bytes) -> Any:
-    view = io.BytesIO(content)
-    return view.read
 
 
 # -- the helper's lifetime -------------------------------------------------------------
