@@ -9,6 +9,7 @@ outlives an apply.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import signal
@@ -25,7 +26,7 @@ from conftest import snapshot
 
 from extractor import ApplyOptions, apply_layers, corpus
 from extractor.corpus import layer_tars, load_cases, write_canary
-from extractor.errors import BadInputError, ExtractorError
+from extractor.errors import BadInputError, ExtractorError, OperationalError
 from extractor.writebehind import LARGE, FailedWriteError, WriteBehind
 
 ONE, TWO = ApplyOptions(jobs=1), ApplyOptions(jobs=2)
@@ -175,6 +176,44 @@ def test_truncated_file_stops_the_helper_cleanly(tmp_path: Path) -> None:
     with pytest.raises(BadInputError, match="truncated"):
         apply_layers(tmp_path / "r", [io.BytesIO(cut)], TWO)
     assert (tmp_path / "r" / "a").read_bytes() == b"1"
+
+
+def test_without_splice_the_bytes_are_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the file system refuses splice, streamed files are read and written instead."""
+
+    tried = tmp_path / "splice-tried"
+
+    def no_splice(*args: Any) -> int:
+        tried.touch()  # in the helper: a file is how it can tell the test
+        raise OSError(errno.EINVAL, "splice not supported here")
+
+    monkeypatch.setattr(os, "splice", no_splice)  # the forked helper inherits it
+    data = os.urandom(LARGE)  # with its header, more than the helper reads at once
+    layer = Layer().file("big", data).file("small", b"s")
+    apply_layers(tmp_path / "r", [io.BytesIO(layer.tar())], TWO)
+    assert (tmp_path / "r" / "big").read_bytes() == data
+    assert tried.exists()
+
+
+def test_a_helper_that_died_is_an_operational_error(tmp_path: Path) -> None:
+    """A helper killed from outside (say, by the OOM killer) fails the apply in one line."""
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    behind = WriteBehind(fd)
+    try:
+        os.kill(behind._pid, signal.SIGKILL)
+        with pytest.raises(OperationalError, match="helper process exited"):
+            for n in range(100):  # until the pipe says so
+                behind.send("", f"f{n}", f"f{n}", f"f{n}", 0, 0o644, (0, 0), (0, 0), 0, _no_data)
+                behind.settle()
+    finally:
+        behind.close()
+        os.close(fd)
+
+
+def _no_data(n: int) -> bytes:
+    raise AssertionError("an empty file reads nothing")
 
 
 # -- confinement: the helper alone ---------------------------------------------------------
