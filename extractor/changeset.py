@@ -113,13 +113,7 @@ class LayerState:
 
     def wrote(self, physical: str) -> None:
         """Record that this layer put something at ``physical``."""
-        upper = self.upper
-        path = physical
-        while path not in upper:
-            upper.add(path)
-            if not path:
-                return
-            path = path.rpartition("/")[0]  # stop at the first ancestor already known
+        self.upper.add_with_ancestors(physical)
 
     def add_link(self, path: str, target: str, made: bool) -> None:
         """Record a hardlink from ``path`` to ``target``, made or still waiting."""

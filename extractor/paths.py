@@ -66,6 +66,15 @@ class PathSet:
         """Add one path."""
         self._keys.add(hash(path))
 
+    def add_with_ancestors(self, path: str) -> None:
+        """Add a path and its ancestors, stopping at the first one already in."""
+        keys = self._keys
+        while (key := hash(path)) not in keys:
+            keys.add(key)
+            if not path:
+                return
+            path = path.rpartition("/")[0]
+
     def __contains__(self, path: object) -> bool:
         return hash(path) in self._keys
 
