@@ -26,7 +26,7 @@ from .errors import BadInputError, UnsafeEntryError
 from .limits import SYMLINKS
 from .model import DIR, FILE, SYMLINK, Entry, Kind
 from .paths import is_within
-from .writebehind import CHMOD, CHOWN, LARGE, WriteBehind
+from .writebehind import CHMOD, CHOWN, LARGE, WriteBehind, write_all
 
 CHUNK = 1 << 20
 PARENTS = 256  # resolved parent directories kept open (each an O_PATH fd)
@@ -573,7 +573,7 @@ class Root:
                     while chunk := read(CHUNK):
                         written = os.write(fd, chunk)
                         if written != len(chunk):
-                            _write_all(fd, chunk[written:])  # a short write: finish it
+                            write_all(fd, chunk[written:])  # a short write: finish it
             else:
                 for offset, length in entry.sparse:
                     while length:
@@ -849,10 +849,3 @@ def _set_times(dfd: int, name: str, entry: Entry) -> None:
     """Set a name's times without following it (symlinks keep their targets' times)."""
     times = (entry.atime_ns or entry.mtime_ns, entry.mtime_ns)
     os.utime(name, ns=times, dir_fd=dfd, follow_symlinks=False)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]

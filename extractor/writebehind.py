@@ -46,13 +46,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from .decode import CHUNK
 from .errors import OperationalError
 
 _SMALL = 64 << 10  # files up to this size are copied into the batch, bigger ones streamed
 # Larger files are best written by the main process: through the pipe their bytes
 # cost a copy more, and there are too few of them for the syscalls to matter.
 LARGE = 1 << 20
-CHUNK = 1 << 20
 CHOWN, CHMOD = 1, 2  # what the helper must do beyond create, write and set times
 
 _FILE, _SETTLE = 1, 2
@@ -290,7 +290,7 @@ def _serve(root_fd: int, data_fd: int, reply_fd: int, shared: mmap.mmap) -> None
             try:
                 fd = _open(_dir(dirs, root_fd, parent), name, mode)
                 try:
-                    _write_all(fd, memoryview(data)[names:pos])
+                    write_all(fd, memoryview(data)[names:pos])
                     while rest:
                         # Pipe to file by splice, not through Python, where the file
                         # system takes it; ``rest`` counts down before a write can fail.
@@ -311,7 +311,7 @@ def _serve(root_fd: int, data_fd: int, reply_fd: int, shared: mmap.mmap) -> None
                             if not piece:
                                 return
                             rest -= len(piece)
-                            _write_all(fd, memoryview(piece))
+                            write_all(fd, piece)
                     if flags & CHOWN:
                         os.fchown(fd, uid, gid)
                     if flags & CHMOD:
@@ -384,6 +384,8 @@ def _open(dfd: int, name: bytes, mode: int) -> int:
         return os.open(name, _NEW_FILE, mode & 0o777, dir_fd=dfd)
 
 
-def _write_all(fd: int, data: memoryview) -> None:
-    while data:
-        data = data[os.write(fd, data) :]
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write all of ``data``, whatever short writes the file system makes."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
