@@ -25,7 +25,7 @@ from . import xattrs
 from .errors import BadInputError, UnsafeEntryError
 from .limits import SYMLINKS
 from .model import DIR, FILE, SYMLINK, Entry, Kind
-from .paths import is_within
+from .paths import PathSet, is_within
 from .writebehind import CHMOD, CHOWN, LARGE, WriteBehind, write_all
 
 CHUNK = 1 << 20
@@ -133,8 +133,10 @@ class Root:
         # sent to the helper without asking the kernel what its name holds. As
         # hashes, so deep trees cost 8 bytes a name; a collision (about 2**-64)
         # would only make the helper refuse a file, never write elsewhere.
-        self._fresh: set[int] = set() if _has_children(self.fd) else {hash("")}
-        self._made: set[int] = set()
+        self._fresh = PathSet()
+        if not _has_children(self.fd):
+            self._fresh.add("")
+        self._made = PathSet()
         self._behind: WriteBehind | None = None
 
     def close(self) -> None:
@@ -319,8 +321,8 @@ class Root:
         os.chmod(xattrs.link_name(dfd, name), 0o755)  # defeat the umask
 
     def _made_dir(self, phys: str) -> None:
-        self._made.add(hash(phys))
-        self._fresh.add(hash(phys))
+        self._made.add(phys)
+        self._fresh.add(phys)
 
     def _unlock(self, fd: int, phys: str | None) -> bool:
         """As non-root, make a directory we own writable and enterable; False if we can't.
@@ -491,7 +493,7 @@ class Root:
                 self._write_file(dfd, name, phys, entry, read)
             return phys
         self._sent_to(phys)
-        self._made.add(hash(phys))
+        self._made.add(phys)
         if kind is DIR:
             self._write_dir(dfd, name, phys, entry)
         elif kind is SYMLINK:
@@ -518,7 +520,7 @@ class Root:
             return False
         if not self.privileged and any(self._ids(entry)):
             return False  # the owner goes in an xattr (``_record_owner_fd``)
-        if (hash(parent) in self._fresh and hash(phys) not in self._made) or behind.pending(phys):
+        if (parent in self._fresh and phys not in self._made) or behind.pending(phys):
             return True
         try:
             st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
@@ -535,7 +537,7 @@ class Root:
         entry: Entry,
         read: Callable[[int], bytes],
     ) -> None:
-        uid, gid = self._ids(entry) if self._mapped else (entry.uid, entry.gid)
+        uid, gid = self._ids(entry)
         plain = self._plain
         flags = CHMOD if self._needs_chmod(entry, plain) else 0
         if self.privileged and (not plain or (uid, gid) != self._creator):
@@ -606,7 +608,7 @@ class Root:
         try:
             os.mkdir(name, 0o700, dir_fd=dfd)
             merged = False
-            self._fresh.add(hash(phys))
+            self._fresh.add(phys)
         except FileExistsError:
             st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
@@ -618,7 +620,7 @@ class Root:
                 self._replace(dfd, name, phys)
                 os.mkdir(name, 0o700, dir_fd=dfd)
                 merged = False
-                self._fresh.add(hash(phys))
+                self._fresh.add(phys)
         fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
         # New in a plain parent: it has our ids, no default ACL, and is setgid
         # only if the layer makes it so.
@@ -701,7 +703,7 @@ class Root:
             if phys == self.join(tphys, tname):
                 return phys  # a link to itself: already in place
             self._sent_to(phys)
-            self._made.add(hash(phys))  # it may link a symlink
+            self._made.add(phys)  # it may link a symlink
             try:
                 os.link(tname, name, src_dir_fd=tfd, dst_dir_fd=dfd, follow_symlinks=False)
             except FileExistsError:
