@@ -108,6 +108,32 @@ def _extractor_one_process(s: stacks.Stack, d: str) -> list[str] | None:
     return [*_extractor_argv(), "apply", "-q", "--jobs", "1", d, *(x.path for x in s.layers)]
 
 
+def _extractor_sources(s: stacks.Stack, d: str) -> list[str] | None:
+    # The same code interpreted, as where no C compiler built the native modules.
+    return [
+        "env",
+        "EXTRACTOR_PURE=1",
+        *_extractor_argv(),
+        "apply",
+        "-q",
+        d,
+        *(x.path for x in s.layers),
+    ]
+
+
+def _extractor_build() -> str:
+    """Which build the ``extractor`` rows ran: compiled with mypyc or the sources."""
+    probe = "import extractor.native as n, extractor; print(n.compiled())"
+    exe = TOP / ".venv" / "bin" / "python"
+    out = subprocess.run(
+        [str(exe) if exe.exists() else sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return "compiled with mypyc (`make native`)" if out == "True" else "sources only (not compiled)"
+
+
 COMMANDS = (
     Command("tar", "tar -xzf", ("tar",), _tar, baseline=True),
     Command("zstd", "zstd -dc \\| tar -x", ("zstd", "tar"), _zstd_tar, baseline=True),
@@ -115,6 +141,7 @@ COMMANDS = (
     Command("bsdtar", "bsdtar -xf", ("bsdtar",), _bsdtar),
     Command("umoci", "umoci raw unpack", ("umoci",), _umoci),
     Command("python", "python tarfile.extractall", (), _python),
+    Command("extractor-py", "extractor apply, sources only", (), _extractor_sources),
     Command("extractor1", "extractor apply --jobs 1", (), _extractor_one_process),
     Command("extractor", "**extractor apply**", (), _extractor),
 )
@@ -196,6 +223,7 @@ def machine() -> dict[str, str]:
         "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "tools": "; ".join(tools),
         "user": "root" if os.geteuid() == 0 else "not root (extractor runs rootless)",
+        "build": _extractor_build(),
     }
 
 
@@ -339,6 +367,8 @@ def header(info: dict[str, str], args: argparse.Namespace) -> list[str]:
         f"RAM, {info['kernel']}, Python {info['python']}, as {info['user']}; "
         f"load average at start {info['load']}.",
         f"Peers: {info['tools']}.",
+        f"extractor: {info['build']}; the *sources only* row runs the same code interpreted "
+        "(`EXTRACTOR_PURE=1`).",
         "",
         "Reproduce with:",
         "",

@@ -9,17 +9,21 @@ The public API::
 Errors are ``ExtractorError`` subclasses; each has an ``exit_code``.
 """
 
-from .apply import ApplyOptions, LayerInput, apply_layers
-from .errors import (
+from . import native
+
+native.choose()  # the compiled modules, unless out of date or EXTRACTOR_PURE=1
+
+from .apply import ApplyOptions, LayerInput, apply_layers  # noqa: E402
+from .errors import (  # noqa: E402
     BadInputError,
     ExtractorError,
     NotFoundError,
     OperationalError,
     UnsafeEntryError,
 )
-from .limits import Limits
-from .model import ApplyResult, Entry, Kind, LayerReport, Notice
-from .rootfs import IdMap
+from .limits import Limits  # noqa: E402
+from .model import ApplyResult, Entry, Kind, LayerReport, Notice  # noqa: E402
+from .rootfs import IdMap  # noqa: E402
 
 __version__ = "0.1.0"
 

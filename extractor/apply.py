@@ -10,20 +10,21 @@ import errno
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, Protocol
+
+from mypy_extensions import mypyc_attr
 
 from . import logs
 from .changeset import PLNK_DIR, Action, LayerState, classify
 from .decode import LayerStream
-from .errors import BadInputError, ExtractorError, OperationalError
+from .errors import BadInputError, ExtractorError, FailedWriteError, OperationalError
 from .limits import Limits
 from .model import DIR, FILE, HARDLINK, SYMLINK, ApplyResult, Entry, Kind, LayerReport, Notice
 from .rootfs import IdMap, Root, RootOptions
 from .tarstream import TarReader
-from .writebehind import FailedWriteError
 
 LayerSource = str | os.PathLike[str] | IO[bytes]
 
@@ -194,10 +195,24 @@ def log_warnings(result: ApplyResult, log: Any) -> None:
         log.warning(event, count=count, example=example.path, detail=example.detail)
 
 
+class Tree(Protocol):
+    """What ``LayerApplier`` asks of a tree: ``rootfs.Root``, or ``treemodel.MemRoot``
+    for the conflict detector's simulations."""
+
+    def start_helper(self) -> None: ...
+    def settle(self) -> None: ...
+    def notify(self, event: str, path: str, detail: str) -> None: ...
+    def write(self, entry: Entry, read: Callable[[int], bytes]) -> str | None: ...
+    def link(self, entry: Entry, target_path: str) -> str | None: ...
+    def remove(self, path: str, keep: Container[str]) -> str | None: ...
+    def clear_dir(self, path: str, keep: Container[str]) -> str: ...
+
+
+@mypyc_attr(allow_interpreted_subclasses=True)  # reverse.ReverseLayerApplier
 class LayerApplier:
     """Applies one layer's entries, in tar order, and fills its report."""
 
-    def __init__(self, root: Root, report: LayerReport, label: str, progress: logs.Progress | None):
+    def __init__(self, root: Tree, report: LayerReport, label: str, progress: logs.Progress | None):
         self.root = root
         self.report = report
         self.label = label

@@ -150,9 +150,8 @@ def _label(index: int, names: Sequence[str]) -> str:
 def chronological(stack: Stack, names: Sequence[str], privileged: bool, dirlinks: bool) -> MemRoot:
     """The tree an oldest-first apply makes, in memory; raises ``_SimulationError``."""
     mem = MemRoot(privileged, dirlinks)
-    root = cast(Root, mem)  # MemRoot offers the part of Root the drivers use
     for index, entries in enumerate(stack):
-        applier = LayerApplier(root, LayerReport(index, names[index]), _label(index, names), None)
+        applier = LayerApplier(mem, LayerReport(index, names[index]), _label(index, names), None)
         _feed(applier, mem, index, entries)
     return mem
 

@@ -91,3 +91,9 @@ class UnsafeEntryError(ExtractorError):
     """An entry was refused because applying it would break the rules or the root."""
 
     exit_code = EXIT_UNSAFE
+
+
+class FailedWriteError(OSError):
+    """A file the helper process could not create; ``entry`` is its path in the layer."""
+
+    entry: str | None = None

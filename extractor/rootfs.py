@@ -483,7 +483,11 @@ class Root:
         kind = entry.kind
         if kind is FILE:
             behind = self._behind
-            if behind is not None and self._sendable(behind, entry, dfd, name, parent_phys, phys):
+            if (
+                behind is not None
+                and not behind.behind()
+                and self._sendable(behind, entry, dfd, name, parent_phys, phys)
+            ):
                 self._send_file(behind, parent_phys, name, phys, entry, read)
             else:
                 if entry.size > LARGE:

@@ -100,6 +100,9 @@ class MemRoot:
     def finish(self) -> None:
         """Directory metadata is not modelled: nothing to do."""
 
+    def start_helper(self) -> None:
+        """Nothing is written to disk here: no helper process (``Root.start_helper``)."""
+
     def settle(self) -> None:
         """No helper writes here: nothing is ever pending (``Root.settle``)."""
 

@@ -47,12 +47,16 @@ from collections import deque
 from collections.abc import Callable
 
 from .decode import CHUNK
-from .errors import OperationalError
+from .errors import FailedWriteError, OperationalError
 
 _SMALL = 64 << 10  # files up to this size are copied into the batch, bigger ones streamed
 # Larger files are best written by the main process: through the pipe their bytes
 # cost a copy more, and there are too few of them for the syscalls to matter.
 LARGE = 1 << 20
+# Files sent and not yet made beyond which the main process makes the next small
+# file itself. Where the helper's syscalls are the slower half (many small files,
+# with the main process compiled) this keeps both cores busy.
+LAG = 512
 CHOWN, CHMOD = 1, 2  # what the helper must do beyond create, write and set times
 
 _FILE, _SETTLE = 1, 2
@@ -67,12 +71,6 @@ _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIRS = 256  # directory fds the helper keeps between settles
 _GRACE = 10.0  # seconds the helper has to finish after the main process is done
-
-
-class FailedWriteError(OSError):
-    """A file the helper could not create; ``entry`` is its path in the layer."""
-
-    entry: str | None = None
 
 
 class WriteBehind:
@@ -144,16 +142,16 @@ class WriteBehind:
             self._parent, self._parent_b = parent, parent.encode("utf-8", "surrogateescape")
         parent_b, name_b = self._parent_b, name.encode("utf-8", "surrogateescape")
         buf = self._buf
-        buf += _HEAD.pack(_FILE, flags, mode, *ids, *times, len(parent_b), len(name_b), size)
-        buf += parent_b
-        buf += name_b
+        buf.extend(_HEAD.pack(_FILE, flags, mode, *ids, *times, len(parent_b), len(name_b), size))
+        buf.extend(parent_b)
+        buf.extend(name_b)
         self._sent += 1
         self._batch[phys] = path
         try:
             if size <= _SMALL:
                 while size:
                     data = read(size)
-                    buf += data
+                    buf.extend(data)
                     size -= len(data)
                 if len(buf) >= _FLUSH:
                     self._flush()
@@ -168,6 +166,13 @@ class WriteBehind:
             # follow it, so no settle either; ``close`` lets the helper finish.
             self._broken = True
             raise
+
+    def behind(self) -> bool:
+        """Whether the helper has fallen ``LAG`` files behind: then the main
+        process does better to create the next small file itself than to wait
+        on a full pipe."""
+        done: int = _DONE.unpack_from(self._shared)[0]
+        return self._sent - done > LAG
 
     def pending(self, phys: str) -> bool:
         """Whether a file sent for ``phys`` may not be made yet (if True, it may be)."""
@@ -220,7 +225,7 @@ class WriteBehind:
 
     def _flush(self) -> None:
         self._write(self._buf)
-        del self._buf[:]
+        self._buf.clear()
         batches = self._batches
         if self._batch:
             batches.append((self._sent, self._batch))
@@ -232,8 +237,9 @@ class WriteBehind:
     def _write(self, data: bytes | bytearray) -> None:
         view = memoryview(data)
         try:
-            while view:
-                view = view[os.write(self._out, view) :]
+            done, total = 0, len(view)
+            while done < total:
+                done += os.write(self._out, view[done:])
         except BrokenPipeError:
             raise OperationalError("the file-writing helper process exited") from None
         finally:
@@ -387,5 +393,6 @@ def _open(dfd: int, name: bytes, mode: int) -> int:
 def write_all(fd: int, data: bytes | memoryview) -> None:
     """Write all of ``data``, whatever short writes the file system makes."""
     view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+    done, total = 0, len(view)
+    while done < total:
+        done += os.write(fd, view[done:])

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from conftest import Canary
+from conftest import Canary, interpreted_only
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -285,6 +285,7 @@ def test_walk_resolves_inside_the_root(real_root: str, case: Case) -> None:
     assert _open_fds() == before
 
 
+@interpreted_only
 @pytest.mark.parametrize("case", RESOLVE.values(), ids=RESOLVE)
 def test_walk_resolves_inside_the_root_on_pyfakefs(fs: object, case: Case) -> None:
     """The same resolutions hold on pyfakefs, whose host directories are all fake."""

@@ -22,12 +22,12 @@ from typing import Any
 
 import pytest
 from builders import MTIME, Layer
-from conftest import snapshot
+from conftest import interpreted_only, snapshot
 
 from extractor import ApplyOptions, apply_layers, corpus
 from extractor.corpus import layer_tars, load_cases, write_canary
-from extractor.errors import BadInputError, ExtractorError, OperationalError
-from extractor.writebehind import LARGE, FailedWriteError, WriteBehind
+from extractor.errors import BadInputError, ExtractorError, FailedWriteError, OperationalError
+from extractor.writebehind import LARGE, WriteBehind
 
 ONE, TWO = ApplyOptions(jobs=1), ApplyOptions(jobs=2)
 ENTRY_MTIMES = {int(MTIME * 10**9), corpus.MTIME * 10**9}  # what the layers here set
@@ -81,6 +81,7 @@ def test_same_tree_as_one_process(tmp_path: Path, layers: list[Layer]) -> None:
     assert two == one
 
 
+@interpreted_only
 def test_nothing_is_removed_while_the_helper_has_files_to_make(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
