@@ -12,6 +12,7 @@ times slower per header.
 from __future__ import annotations
 
 import base64
+import operator
 import os
 import struct
 import urllib.parse
@@ -125,10 +126,22 @@ def _pax_time_ns(value: str) -> int:
     whole = sec[1:] if sec.startswith("-") else sec
     if not _is_digits(whole) or (dot and not _is_digits(frac)):
         raise BadInputError(f"invalid PAX time {value!r}")
-    ns = int(sec) * 1_000_000_000
+    ns = _to_ns(int(sec))
     if frac:
         sign = -1 if sec.startswith("-") else 1
         ns += sign * int(frac[:9].ljust(9, "0"))
+    return ns
+
+
+# Big integers are multiplied through ``operator.mul``, not ``*``: CPython runs signal
+# handlers inside a big-int multiplication, and compiled by mypyc a ``*`` whose
+# handler raised (SIGTERM mid-entry) aborts with "fatal: out of memory" instead
+# of unwinding. A call reports the handler's exception like any other.
+_NS = 1_000_000_000
+
+
+def _to_ns(seconds: int) -> int:
+    ns: int = operator.mul(seconds, _NS)
     return ns
 
 
@@ -424,7 +437,7 @@ class TarReader:
             uid = _octal(fields[2], "uid")
             gid = _octal(fields[3], "gid")
             mtime = _octal(fields[5], "mtime")
-        entry = Entry(name, normalize(name), kind, mode & 0o7777, uid, gid, mtime * 1_000_000_000)
+        entry = Entry(name, normalize(name), kind, mode & 0o7777, uid, gid, _to_ns(mtime))
         if kind is HARDLINK or kind is SYMLINK:
             linkname = _text(long_link if long_link is not None else _cstr(fields[8]))
             if pax and "linkpath" in pax:
@@ -527,7 +540,7 @@ class TarReader:
         text = b""
         values: list[int] = []
         count: int | None = None
-        while count is None or len(values) < 2 * count:
+        while count is None or len(values) < operator.mul(2, count):
             while b"\n" not in text:
                 if self._remaining < BLOCK or len(text) > self._max_meta:
                     raise BadInputError("invalid sparse map: truncated or too large")
