@@ -1,7 +1,9 @@
 # Two commands do all the set-up on a fresh Debian 12 machine with Python 3.11:
-#   make demo   creates .venv, installs extractor, applies testdata/demo onto ./rootfs
+#   make demo   creates .venv, installs and compiles extractor (make native), applies
+#               testdata/demo onto ./rootfs
 #   make test   also installs the peers the tests compare with (as root), then runs
-#               ruff, mypy and the whole pytest suite
+#               ruff, mypy and the whole pytest suite, on the compiled build and on
+#               the sources
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
