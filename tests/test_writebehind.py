@@ -16,6 +16,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,11 @@ from builders import MTIME, Layer
 from conftest import interpreted_only, snapshot
 
 from extractor import ApplyOptions, apply_layers, corpus
+from extractor.apply import LayerApplier, LayerInput, open_root
 from extractor.corpus import layer_tars, load_cases, write_canary
 from extractor.errors import BadInputError, ExtractorError, FailedWriteError, OperationalError
-from extractor.writebehind import LARGE, WriteBehind
+from extractor.model import LayerReport
+from extractor.writebehind import LAG, LARGE, WriteBehind
 
 ONE, TWO = ApplyOptions(jobs=1), ApplyOptions(jobs=2)
 ENTRY_MTIMES = {int(MTIME * 10**9), corpus.MTIME * 10**9}  # what the layers here set
@@ -79,6 +82,62 @@ ORDER_CASES = {
 def test_same_tree_as_one_process(tmp_path: Path, layers: list[Layer]) -> None:
     one, two = _both(tmp_path, [layer.tar() for layer in layers])
     assert two == one
+
+
+def _children() -> list[int]:
+    kids: list[int] = []
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as f:
+            kids += [int(pid) for pid in f.read().split()]
+    return kids
+
+
+def test_the_main_process_takes_over_while_the_helper_lags(tmp_path: Path) -> None:
+    """With the helper held stopped, the main process makes small files itself once
+    ``LAG`` are outstanding, among them names the helper was sent earlier and has
+    not made yet: the tree is still the one a single process makes."""
+    layer = Layer()
+    for d in range(7):
+        layer.dir(f"d{d}")
+    names = LAG + 100
+    for i in range(2 * names):  # the second version of a name while the first may be pending
+        layer.file(f"d{i % names % 7}/f{i % names}", f"version {i}".encode())
+    tar = layer.tar()
+    one = tmp_path / "one"
+    apply_layers(one, [io.BytesIO(tar)], ONE)
+    root = open_root(str(tmp_path / "two"), TWO, lambda *_: None)
+    held: list[int] = []
+
+    def hold_the_helper() -> None:
+        deadline = time.monotonic() + 10
+        while not held and time.monotonic() < deadline:
+            held.extend(_children())
+        for pid in held:
+            os.kill(pid, signal.SIGSTOP)
+        time.sleep(0.5)
+        for pid in held:
+            os.kill(pid, signal.SIGCONT)
+
+    holder = threading.Thread(target=hold_the_helper)
+    try:
+        root.start_helper()
+        holder.start()
+        while not held and holder.is_alive():
+            time.sleep(0.001)
+        applier = LayerApplier(root, LayerReport(0, "lagging"), "1/1", None)
+        applier.run(LayerInput(io.BytesIO(tar)), verify=True, jobs=2)
+        root.finish()
+        behind = root._behind
+        assert behind is not None and held
+        sent = behind._sent
+    finally:
+        holder.join()
+        root.close()
+    assert 0 < sent < 2 * names, "the main process made none of the files itself"
+    trees = [snapshot(one), snapshot(tmp_path / "two")]
+    for tree in trees:
+        tree.pop(".")
+    assert trees[0] == trees[1]
 
 
 @interpreted_only
