@@ -235,15 +235,10 @@ class WriteBehind:
             batches.popleft()
 
     def _write(self, data: bytes | bytearray) -> None:
-        view = memoryview(data)
         try:
-            done, total = 0, len(view)
-            while done < total:
-                done += os.write(self._out, view[done:])
+            write_all(self._out, data)
         except BrokenPipeError:
             raise OperationalError("the file-writing helper process exited") from None
-        finally:
-            view.release()
 
     def _read(self, n: int) -> bytes:
         data = b""
@@ -390,9 +385,11 @@ def _open(dfd: int, name: bytes, mode: int) -> int:
         return os.open(name, _NEW_FILE, mode & 0o777, dir_fd=dfd)
 
 
-def write_all(fd: int, data: bytes | memoryview) -> None:
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     """Write all of ``data``, whatever short writes the file system makes."""
-    view = memoryview(data)
-    done, total = 0, len(view)
-    while done < total:
-        done += os.write(fd, view[done:])
+    # An offset, not ``view = view[n:]``: compiled by mypyc, that loop wrote twice.
+    # The view is released on return, so a bytearray written from can be cleared.
+    with memoryview(data) as view:
+        done, total = 0, len(view)
+        while done < total:
+            done += os.write(fd, view[done:])
