@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from mypy_extensions import mypyc_attr
+
 
 class Kind(enum.Enum):
     """What a tar entry makes."""
@@ -90,6 +92,8 @@ class Notice:
     detail: str
 
 
+# Compiled (``native``), so an interpreted subclass must be allowed for.
+@mypyc_attr(allow_interpreted_subclasses=True)  # reverse.ReverseResult
 @dataclass(slots=True)
 class ApplyResult:
     """What an apply did: one report per layer plus the warnings, in order."""

@@ -14,8 +14,8 @@ def normalize(name: str) -> str:
     ``x`` and ``a/../../b`` is ``b``. This is lexical; symlinks are dealt with
     by the resolver, which clamps the same way.
     """
-    if not (name.startswith("/") or name.endswith("/") or "//" in name or "/." in "/" + name):
-        return name  # already normal: the common case costs four scans
+    if not (name.startswith(("/", ".")) or name.endswith("/") or "//" in name or "/." in name):
+        return name  # already normal: the common case costs four scans, no copy
     parts: list[str] = []
     for part in name.split("/"):
         if part in ("", "."):

@@ -263,7 +263,8 @@ def probe_memory(root: MemRoot) -> Probe:
     return probe
 
 
-@dataclass(slots=True)
+# Not slots=True: that remakes the class, which a compiled base (``model``) refuses.
+@dataclass
 class ReverseResult(ApplyResult):
     """An ``ApplyResult`` of a reverse apply, plus where the order made a difference.
 

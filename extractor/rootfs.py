@@ -796,35 +796,44 @@ class Root:
         self.notify("xattr_skipped", entry.path, f"{key}: {os.strerror(e.errno or 0)}")
 
     def finish(self) -> None:
-        """Give directories their final mode and times, deepest first."""
+        """Give directories their final mode and times, each after all below it.
+
+        Sorted by components, a directory comes just before everything below
+        it, so it is done when the walk leaves it (a read-only directory is
+        then never in the way), and each is opened once, from its nearest
+        open ancestor, not from the root component by component.
+        """
         self._forget()
         self._close_stale()
-        for phys in sorted(self._dirmeta, key=lambda p: p.count("/") + bool(p), reverse=True):
-            mode, atime, mtime = self._dirmeta[phys]
-            fd = self._open_physical_dir(phys)
-            if fd is None:
-                continue
-            try:
-                os.fchmod(fd, mode)
-                os.utime(fd, ns=(atime, mtime))
-            finally:
-                os.close(fd)
+        # (physical path, its fd, or None where it could not be opened), root first
+        open_dirs: list[tuple[str, int | None]] = []
+        try:
+            for phys in sorted(self._dirmeta, key=lambda p: p.split("/") if p else []):
+                while open_dirs and not is_within(phys, open_dirs[-1][0]):
+                    self._finish_dir(*open_dirs.pop())
+                if open_dirs:
+                    above, fd = open_dirs[-1]
+                    rest = phys[len(above) + 1 :] if above else phys
+                else:
+                    fd, rest = self.fd, phys
+                open_dirs.append((phys, None if fd is None else _open_physical_dir(fd, rest)))
+            while open_dirs:
+                self._finish_dir(*open_dirs.pop())
+        finally:
+            for _, fd in open_dirs:
+                if fd is not None:
+                    os.close(fd)
         self._dirmeta.clear()
 
-    def _open_physical_dir(self, phys: str) -> int | None:
-        """Open a directory by its physical path, following no symlink at all."""
-        fd = os.dup(self.fd)
-        for part in phys.split("/") if phys else []:
-            try:
-                nxt = os.open(
-                    part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
-                )
-            except OSError:
-                os.close(fd)
-                return None
+    def _finish_dir(self, phys: str, fd: int | None) -> None:
+        if fd is None:
+            return  # gone, or no longer a directory
+        try:
+            mode, atime, mtime = self._dirmeta[phys]
+            os.fchmod(fd, mode)
+            os.utime(fd, ns=(atime, mtime))
+        finally:
             os.close(fd)
-            fd = nxt
-        return fd
 
 
 def _umask() -> int:
@@ -839,6 +848,23 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def _open_physical_dir(start: int, phys: str) -> int | None:
+    """Open directory ``phys`` below directory fd ``start``, following no symlink at
+    all; ``None`` if a component is missing or not a directory."""
+    fd = os.dup(start)
+    for part in phys.split("/") if phys else []:
+        try:
+            nxt = os.open(
+                part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
+            )
+        except OSError:
+            os.close(fd)
+            return None
+        os.close(fd)
+        fd = nxt
+    return fd
 
 
 def _has_children(fd: int) -> bool:

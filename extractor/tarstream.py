@@ -15,8 +15,10 @@ import base64
 import operator
 import os
 import struct
-import urllib.parse
 import zlib
+from typing import Final
+
+from mypy_extensions import i64
 
 from .decode import Readable
 from .errors import BadInputError
@@ -29,7 +31,6 @@ ZERO_BLOCK = bytes(BLOCK)
 # name, mode, uid, gid, size, mtime, chksum, typeflag, linkname, magic; the
 # rest (devices, prefix, GNU sparse) is sliced from the block when needed.
 _HEADER = struct.Struct("100s8s8s8s12s12s8sc100s6s")
-_SPACES = b" " * 8  # the checksum field counts as spaces
 
 _KINDS = {
     b"0": Kind.FILE,
@@ -61,14 +62,15 @@ def _cstr(field: bytes) -> bytes:
 _NUL_TO_SPACE = bytes.maketrans(b"\0", b" ")
 
 
-def _plain_numbers(block: bytes) -> tuple[int, int, int, int, int] | None:
-    """Mode, uid, gid, size and mtime when all five are plain octal; else ``None``.
+def _plain_numbers(block: bytes) -> tuple[int, int, int, int, int, int] | None:
+    """Mode, uid, gid, size, mtime and the stored checksum when all six are plain
+    octal; else ``None``.
 
     ``int`` skips spaces, so NULs become spaces and one call a field does;
     anything unusual (base-256, garbage after a NUL, an empty field) is left
     to ``_number`` field by field.
     """
-    region = block[100:148]
+    region = block[100:156]
     if region.isascii():
         t = region.translate(_NUL_TO_SPACE)
         try:
@@ -77,7 +79,8 @@ def _plain_numbers(block: bytes) -> tuple[int, int, int, int, int] | None:
                 int(t[8:16], 8),
                 int(t[16:24], 8),
                 int(t[24:36], 8),
-                int(t[36:], 8),
+                int(t[36:48], 8),
+                int(t[48:], 8),
             )
         except ValueError:
             pass
@@ -140,7 +143,15 @@ def _pax_time_ns(value: str) -> int:
 _NS = 1_000_000_000
 
 
+# Below this (the year 2106) a time in nanoseconds fits in 63 bits, so a
+# 64-bit multiplication (``i64``, compiled) is exact and needs no big int.
+_SMALL_SECONDS: Final = 1 << 32
+
+
 def _to_ns(seconds: int) -> int:
+    if 0 <= seconds < _SMALL_SECONDS:
+        word: i64 = seconds
+        return word * 1_000_000_000
     ns: int = operator.mul(seconds, _NS)
     return ns
 
@@ -340,13 +351,15 @@ class TarReader:
                     raise BadInputError("invalid tar: a zero block followed by more data")
                 return None
             fields = _HEADER.unpack_from(block)
-            self._check(block, fields[6])
-            typeflag = fields[7]
             numbers = _plain_numbers(block)
+            self._check(block, fields[6], numbers[5] if numbers is not None else -1)
+            typeflag = fields[7]
             size = numbers[3] if numbers is not None else _octal(fields[4], "size")
             if size < 0:
                 raise BadInputError(f"invalid tar header: negative size {size}")
-            if typeflag in b"xXgLKV":
+            # Member types first: one lookup tells most entries from extended headers.
+            kind = _KINDS.get(typeflag)
+            if kind is None and typeflag in b"xXgLKV":
                 if typeflag == b"V":  # volume label: nothing to extract
                     self._remaining, self._padding = size, -size % BLOCK
                     self._skip_rest()
@@ -369,6 +382,7 @@ class TarReader:
             entry = self._entry(
                 block,
                 fields,
+                kind,
                 numbers,
                 size,
                 {**self._global, **pax} if self._global else pax,
@@ -383,18 +397,22 @@ class TarReader:
                 )
             return entry
 
-    def _check(self, block: bytes, field: bytes) -> None:
+    def _check(self, block: bytes, field: bytes, stored: int) -> None:
+        """Verify the header checksum ``field`` (``stored``: its value if already
+        parsed, else -1)."""
         if block.isascii():
             # Adler-32's low half is 1 + the byte sum mod 65521, and an ASCII
-            # block sums to less than that: the exact sum, computed in C.
-            a = zlib.adler32(block[156:], zlib.adler32(_SPACES, zlib.adler32(block[:148])))
-            unsigned = (a & 0xFFFF) - 1
+            # block sums to less than that: exact sums, computed in C. The
+            # checksum field counts as eight spaces.
+            whole = zlib.adler32(block) & 0xFFFF
+            unsigned = whole - (zlib.adler32(field) & 0xFFFF) + 8 * 32
         else:
             unsigned = sum(block) - sum(block[148:156]) + 8 * 32
-        try:
-            stored = _octal(field, "checksum")
-        except BadInputError:
-            stored = -1
+        if stored < 0:
+            try:
+                stored = _octal(field, "checksum")
+            except BadInputError:
+                stored = -1
         if stored != unsigned:
             # Some old writers summed signed chars.
             high = sum(1 for b in block[:148] + block[156:] if b > 127)
@@ -406,7 +424,8 @@ class TarReader:
         self,
         block: bytes,
         fields: tuple[bytes, ...],
-        numbers: tuple[int, int, int, int, int] | None,
+        kind: Kind | None,
+        numbers: tuple[int, int, int, int, int, int] | None,
         size: int,
         pax: dict[str, bytes],
         sparse_runs: list[int],
@@ -424,14 +443,13 @@ class TarReader:
         if pax and "path" in pax:
             name = _text(pax["path"])
         self.current = name
-        kind = _KINDS.get(typeflag)
         if kind is None:
             printable = typeflag.decode("latin-1")
             raise BadInputError(f"unsupported tar entry type {printable!r}")
-        if kind is FILE and typeflag in b"0\0" and name.endswith("/"):
+        if kind is FILE and name.endswith("/") and typeflag in b"0\0":
             kind = DIR  # old tars mark directories only by the slash
         if numbers is not None:
-            mode, uid, gid, _, mtime = numbers
+            mode, uid, gid, _, mtime, _ = numbers
         else:
             mode = _octal(fields[1], "mode")
             uid = _octal(fields[2], "uid")
@@ -465,7 +483,11 @@ class TarReader:
             # GNU dumpdir: a directory with a listing as data. Other header-only
             # types carry no data whatever their size field says (as tarfile and Go).
             self._remaining, self._padding = size, -size % BLOCK
-        _check_ranges(entry)
+        # Plain octal fields of at most 12 digits are in range unless negative
+        # (int() takes a sign) or the time is past _SMALL_SECONDS.
+        plain = numbers is not None and not pax and kind not in _DEVICES and typeflag != b"S"
+        if not (plain and uid >= 0 and gid >= 0 and 0 <= mtime < _SMALL_SECONDS):
+            _check_ranges(entry)
         if len(entry.path) > self._quarter_path or len(entry.linkname) > self._quarter_path:
             limit = self._max_path
             for what, value in (("path", entry.path), ("hardlink target", entry.linkname)):
@@ -486,6 +508,8 @@ class TarReader:
             elif key.startswith("SCHILY.xattr."):
                 entry.xattrs[key[len("SCHILY.xattr.") :]] = value
             elif key.startswith("LIBARCHIVE.xattr."):
+                import urllib.parse  # rare, and 3 ms of start-up for every run
+
                 xname = urllib.parse.unquote(key[len("LIBARCHIVE.xattr.") :])
                 try:
                     entry.xattrs[xname] = base64.b64decode(value + b"==", validate=False)
