@@ -8,22 +8,42 @@ once per layer, so per-entry logging costs a boolean test when it is off.
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 from typing import Any, TextIO
 
-import structlog
-
-_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
-_level = logging.WARNING
+# logging's level numbers, which structlog's filtering loggers take.
+DEBUG, INFO, WARNING = 10, 20, 30
+_LEVELS = {0: WARNING, 1: INFO, 2: DEBUG}
+_level = WARNING
+# What ``configure`` was asked for, until structlog is loaded to take it.
+_deferred: tuple[str, TextIO] | None = None
 
 
 def configure(verbosity: int = 0, fmt: str = "console", stream: TextIO | None = None) -> None:
-    """Set up structlog for this process: level from ``verbosity``, ``console`` or ``json``."""
-    global _level
-    _level = _LEVELS.get(min(verbosity, 2), logging.WARNING)
-    out = stream or sys.stderr
+    """Set up structlog for this process: level from ``verbosity``, ``console`` or ``json``.
+
+    Importing structlog costs every run about 40 ms (it imports asyncio), so a
+    process that has not loaded it yet loads it with the first line that passes
+    the level; where it is loaded (the application uses it too), it is set up
+    at once.
+    """
+    global _level, _deferred
+    _level = _LEVELS.get(min(verbosity, 2), WARNING)
+    _deferred = (fmt, stream or sys.stderr)
+    if "structlog" in sys.modules:
+        _install()
+
+
+def _install() -> None:
+    """Hand ``configure``'s settings, if any are waiting, to structlog."""
+    global _deferred
+    if _deferred is None:
+        return
+    import structlog
+
+    fmt, out = _deferred
+    _deferred = None
     renderer: Any
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer(sort_keys=False)
@@ -46,14 +66,17 @@ def configure(verbosity: int = 0, fmt: str = "console", stream: TextIO | None = 
 _quiet_default: Any = None
 
 
-def get_logger() -> Any:
-    """The package logger (a bound structlog logger).
+def _structlog_logger() -> Any:
+    """The bound structlog logger a line goes to, loading structlog if need be.
 
     When the application has configured structlog (the CLI does, through
     ``configure``), its configuration is used. Otherwise a library caller gets
     warnings only, on stderr, without touching structlog's global settings.
     """
     global _quiet_default
+    _install()
+    import structlog
+
     if structlog.is_configured():
         return structlog.get_logger("extractor")
     if _quiet_default is None:
@@ -65,14 +88,51 @@ def get_logger() -> Any:
                     colors=False, exception_formatter=structlog.dev.plain_traceback
                 ),
             ],
-            wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+            wrapper_class=structlog.make_filtering_bound_logger(WARNING),
         )
     return _quiet_default
 
 
+class Logger:
+    """The package logger: ``debug``, ``info`` and ``warning`` with an event name
+    and key-value pairs, as structlog's bound loggers take them. A line below
+    the level is dropped here, before structlog is loaded for it."""
+
+    def debug(self, event: str, **kw: Any) -> None:
+        """Log ``event`` at debug level."""
+        if self._wanted(DEBUG):
+            _structlog_logger().debug(event, **kw)
+
+    def info(self, event: str, **kw: Any) -> None:
+        """Log ``event`` at info level."""
+        if self._wanted(INFO):
+            _structlog_logger().info(event, **kw)
+
+    def warning(self, event: str, **kw: Any) -> None:
+        """Log ``event`` at warning level."""
+        if self._wanted(WARNING):
+            _structlog_logger().warning(event, **kw)
+
+    @staticmethod
+    def _wanted(level: int) -> bool:
+        if level >= _level:
+            return True
+        # Below our level, only an application's own structlog set-up may want it.
+        loaded = sys.modules.get("structlog")
+        return loaded is not None and _deferred is None and bool(loaded.is_configured())
+
+
+_LOGGER = Logger()
+
+
+def get_logger() -> Logger:
+    """The package logger (``Logger``), writing through structlog."""
+    return _LOGGER
+
+
 def debug_enabled() -> bool:
     """Whether per-entry debug lines are wanted; ask once per layer, not per entry."""
-    return _level <= logging.DEBUG
+    return _level <= DEBUG
 
 
 class Progress:

@@ -342,6 +342,61 @@ def test_console_verbose_logs_layer_and_entries(tmp_path: Path) -> None:
     assert sum(" entry " in f" {line} " for line in very.lines) >= 4
 
 
+def _python(code: str, *args: str) -> Run:
+    """Run ``code`` in a fresh interpreter (nothing imported yet), with ``args``."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, timeout=60, check=False
+    )
+    return Run(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+
+
+LOADED_AFTER_MAIN = (
+    "import sys\n"
+    "from extractor.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    "print('structlog' in sys.modules, code)\n"
+)
+
+
+def test_structlog_is_loaded_only_for_a_line_that_is_logged(tmp_path: Path) -> None:
+    """A run that logs nothing does not pay for importing structlog; one that logs does."""
+    layer = small_layer().write(tmp_path / "l.tar")
+    quiet = _python(LOADED_AFTER_MAIN, "apply", str(tmp_path / "a"), str(layer))
+    assert quiet.out.split() == ["False", "0"], quiet.err
+    assert SUMMARY.match(quiet.err.strip()), quiet.err
+    verbose = _python(LOADED_AFTER_MAIN, "apply", str(tmp_path / "b"), str(layer), "-v")
+    assert verbose.out.split() == ["True", "0"], verbose.err
+    assert sum("layer_applied" in line for line in verbose.err.splitlines()) == 1, verbose.err
+
+
+def test_library_logger_without_configure_shows_warnings_only() -> None:
+    """A library caller that set nothing up gets warnings on stderr, not info lines."""
+    code = (
+        "from extractor import logs\n"
+        "log = logs.get_logger()\n"
+        "log.info('not_shown', n=1)\n"
+        "log.warning('shown_warning', n=2)\n"
+    )
+    result = _python(code)
+    assert result.code == 0, result.err
+    assert "not_shown" not in result.err
+    assert "shown_warning" in result.err and "n=2" in result.err
+
+
+def test_an_applications_own_structlog_setup_decides() -> None:
+    """Where the application configured structlog, its level and output are used."""
+    code = (
+        "import structlog, sys\n"
+        "structlog.configure(processors=[structlog.processors.JSONRenderer()],\n"
+        "    logger_factory=structlog.PrintLoggerFactory(sys.stdout))\n"
+        "from extractor import logs\n"
+        "logs.get_logger().info('layer_applied', layer=0)\n"
+    )
+    result = _python(code)
+    assert result.code == 0, result.err
+    assert json.loads(result.out) == {"layer": 0, "event": "layer_applied"}
+
+
 # -- usage errors -------------------------------------------------------------------------
 
 USAGE = {
