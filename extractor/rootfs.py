@@ -26,7 +26,7 @@ from .errors import BadInputError, UnsafeEntryError
 from .limits import SYMLINKS
 from .model import DIR, FILE, SYMLINK, Entry, Kind
 from .paths import PathSet, is_within
-from .writebehind import CHMOD, CHOWN, LARGE, WriteBehind, write_all
+from .writebehind import CHMOD, CHOWN, LARGE, SEND_MAX, WriteBehind, write_all
 
 CHUNK = 1 << 20
 PARENTS = 256  # resolved parent directories kept open (each an O_PATH fd)
@@ -518,9 +518,10 @@ class Root:
     def _sendable(
         self, behind: WriteBehind, entry: Entry, dfd: int, name: str, parent: str, phys: str
     ) -> bool:
-        """Whether the helper may create this file: not large or sparse, nothing but
-        owner, mode and times to set, and its name holding nothing or a regular file."""
-        if entry.size > LARGE or entry.sparse is not None or entry.xattrs:
+        """Whether the helper may create this file: at most ``SEND_MAX`` bytes, not
+        sparse, nothing but owner, mode and times to set, and its name holding
+        nothing or a regular file."""
+        if entry.size > SEND_MAX or entry.sparse is not None or entry.xattrs:
             return False
         if not self.privileged and any(self._ids(entry)):
             return False  # the owner goes in an xattr (``_record_owner_fd``)

@@ -9,7 +9,6 @@ outlives an apply.
 
 from __future__ import annotations
 
-import errno
 import io
 import os
 import signal
@@ -30,7 +29,7 @@ from extractor.apply import LayerApplier, LayerInput, open_root
 from extractor.corpus import layer_tars, load_cases, write_canary
 from extractor.errors import BadInputError, ExtractorError, FailedWriteError, OperationalError
 from extractor.model import LayerReport
-from extractor.writebehind import LAG, LARGE, WriteBehind
+from extractor.writebehind import LAG, LARGE, SEND_MAX, WriteBehind
 
 ONE, TWO = ApplyOptions(jobs=1), ApplyOptions(jobs=2)
 ENTRY_MTIMES = {int(MTIME * 10**9), corpus.MTIME * 10**9}  # what the layers here set
@@ -60,7 +59,9 @@ ORDER_CASES = {
     "link-before-target": [Layer().file("a", b"old"), Layer().hardlink("b", "a").file("a", b"new")],
     "file-then-large-file": [Layer().file("p", b"small").file("p", b"L" * (LARGE + 1))],
     "large-then-small": [Layer().file("p", b"L" * (LARGE + 1)).file("p", b"small")],
-    "streamed-then-small": [Layer().file("p", b"M" * (200 << 10)).file("p", b"small")],
+    "unsent-then-small": [Layer().file("p", b"M" * (SEND_MAX + 1)).file("p", b"small")],
+    "small-then-unsent": [Layer().file("p", b"small").file("p", b"M" * (SEND_MAX + 1))],
+    "small-then-unsent-child": [Layer().file("p", b"f").dir("p").file("p/x", b"M" * (200 << 10))],
     "dir-becomes-file": [Layer().dir("p").file("p/x", b"1"), Layer().file("p", b"now a file")],
     "symlink-becomes-file": [Layer().dir("d").symlink("p", "d"), Layer().file("p", b"file")],
     "whiteout-next-layer": [Layer().file("d/a", b"1").file("d/b", b"2"), Layer().whiteout("d/a")],
@@ -82,6 +83,25 @@ ORDER_CASES = {
 def test_same_tree_as_one_process(tmp_path: Path, layers: list[Layer]) -> None:
     one, two = _both(tmp_path, [layer.tar() for layer in layers])
     assert two == one
+
+
+@interpreted_only
+def test_only_files_up_to_send_max_go_to_the_helper(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bigger files are written by the main process, and the tree is the same."""
+    sizes: list[int] = []
+    real = WriteBehind.send
+
+    def send(self: WriteBehind, *args: Any) -> None:
+        sizes.append(args[8])
+        real(self, *args)
+
+    monkeypatch.setattr(WriteBehind, "send", send)
+    layer = Layer().file("a", b"a" * SEND_MAX).file("b", b"b" * (SEND_MAX + 1)).file("c", b"c")
+    apply_layers(tmp_path / "r", [io.BytesIO(layer.tar())], TWO)
+    assert sizes == [SEND_MAX, 1]
+    assert (tmp_path / "r" / "b").read_bytes() == b"b" * (SEND_MAX + 1)
 
 
 def _children() -> list[int]:
@@ -230,31 +250,13 @@ def test_earlier_failure_in_the_helper_wins(tmp_path: Path) -> None:
 
 
 def test_truncated_file_stops_the_helper_cleanly(tmp_path: Path) -> None:
-    """A layer cut off inside a streamed file: the truncation is reported, not a hang."""
+    """A layer cut off inside a file after one sent to the helper: the truncation is
+    reported, not a hang, and the file sent before it is made."""
     data = Layer().file("a", b"1").file("big", os.urandom(300 << 10)).tar()
     cut = data[: 200 << 10]
     with pytest.raises(BadInputError, match="truncated"):
         apply_layers(tmp_path / "r", [io.BytesIO(cut)], TWO)
     assert (tmp_path / "r" / "a").read_bytes() == b"1"
-
-
-def test_without_splice_the_bytes_are_copied(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Where the file system refuses splice, streamed files are read and written instead."""
-
-    tried = tmp_path / "splice-tried"
-
-    def no_splice(*args: Any) -> int:
-        tried.touch()  # in the helper: a file is how it can tell the test
-        raise OSError(errno.EINVAL, "splice not supported here")
-
-    monkeypatch.setattr(os, "splice", no_splice)  # the forked helper inherits it
-    data = os.urandom(LARGE)  # with its header, more than the helper reads at once
-    layer = Layer().file("big", data).file("small", b"s")
-    apply_layers(tmp_path / "r", [io.BytesIO(layer.tar())], TWO)
-    assert (tmp_path / "r" / "big").read_bytes() == data
-    assert tried.exists()
 
 
 def test_a_helper_that_died_is_an_operational_error(tmp_path: Path) -> None:
