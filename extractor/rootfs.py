@@ -799,42 +799,64 @@ class Root:
     def finish(self) -> None:
         """Give directories their final mode and times, each after all below it.
 
-        Sorted by components, a directory comes just before everything below
-        it, so it is done when the walk leaves it (a read-only directory is
-        then never in the way), and each is opened once, from its nearest
-        open ancestor, not from the root component by component.
+        In component order (``/`` sorting before every other character) a
+        directory comes just before everything below it, so it is done when
+        the walk leaves it (a read-only directory is then never in the way),
+        and each is opened once, from its nearest open ancestor, not from the
+        root component by component. At most ``_HELD`` ancestors stay open: a
+        deeper one is opened when it is done, so a tree thousands of levels
+        deep needs no more fds.
         """
         self._forget()
         self._close_stale()
-        # (physical path, its fd, or None where it could not be opened), root first
+        # Root first: (physical path, its fd, _UNOPENED, or None if it cannot be opened).
         open_dirs: list[tuple[str, int | None]] = []
+        held = 0
         try:
-            for phys in sorted(self._dirmeta, key=lambda p: p.split("/") if p else []):
+            for phys in sorted(self._dirmeta, key=lambda p: p.replace("/", "\0")):
                 while open_dirs and not is_within(phys, open_dirs[-1][0]):
-                    self._finish_dir(*open_dirs.pop())
-                if open_dirs:
-                    above, fd = open_dirs[-1]
-                    rest = phys[len(above) + 1 :] if above else phys
-                else:
-                    fd, rest = self.fd, phys
-                open_dirs.append((phys, None if fd is None else _open_physical_dir(fd, rest)))
+                    held -= self._finish_dir(open_dirs)
+                fd = _UNOPENED if held >= _HELD else self._open_below(open_dirs, phys)
+                held += 1 if fd is not None and fd >= 0 else 0
+                open_dirs.append((phys, fd))
             while open_dirs:
-                self._finish_dir(*open_dirs.pop())
+                self._finish_dir(open_dirs)
         finally:
             for _, fd in open_dirs:
-                if fd is not None:
+                if fd is not None and fd >= 0:
                     os.close(fd)
         self._dirmeta.clear()
 
-    def _finish_dir(self, phys: str, fd: int | None) -> None:
+    def _open_below(self, open_dirs: list[tuple[str, int | None]], phys: str) -> int | None:
+        """Directory ``phys`` opened from its nearest open ancestor in ``open_dirs``."""
+        for above, fd in reversed(open_dirs):
+            if fd is None:
+                return None  # an ancestor is gone, and so is all below it
+            if fd >= 0:
+                return _open_physical_dir(fd, phys[len(above) + 1 :] if above else phys)
+        return _open_physical_dir(self.fd, phys)
+
+    def _finish_dir(self, open_dirs: list[tuple[str, int | None]]) -> int:
+        """Set the metadata of the last of ``open_dirs`` and drop it; 1 if it held an fd."""
+        phys, fd = open_dirs.pop()
+        held = fd is not None and fd >= 0
+        if fd == _UNOPENED:
+            fd = self._open_below(open_dirs, phys)
         if fd is None:
-            return  # gone, or no longer a directory
+            return int(held)  # gone, or no longer a directory
         try:
             mode, atime, mtime = self._dirmeta[phys]
             os.fchmod(fd, mode)
             os.utime(fd, ns=(atime, mtime))
         finally:
             os.close(fd)
+        return int(held)
+
+
+_HELD = 64  # directory fds ``finish`` keeps open at once
+# What opening a directory that was removed, replaced or locked meets.
+_GONE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EACCES})
+_UNOPENED = -1  # a directory ``finish`` opens only when it is done
 
 
 def _umask() -> int:
@@ -853,16 +875,19 @@ def _umask() -> int:
 
 def _open_physical_dir(start: int, phys: str) -> int | None:
     """Open directory ``phys`` below directory fd ``start``, following no symlink at
-    all; ``None`` if a component is missing or not a directory."""
+    all; ``None`` if a component is missing, not a directory, or not ours to enter.
+    Anything else (out of fds, an I/O error) is raised, not taken for a gone directory."""
     fd = os.dup(start)
     for part in phys.split("/") if phys else []:
         try:
             nxt = os.open(
                 part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
             )
-        except OSError:
+        except OSError as e:
             os.close(fd)
-            return None
+            if e.errno in _GONE:
+                return None
+            raise
         os.close(fd)
         fd = nxt
     return fd

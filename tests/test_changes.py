@@ -13,6 +13,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -941,3 +942,45 @@ def test_same_tree_as_gnu_tar(
     # re-entered later gets "now"; the rules set every listed directory's mtime at the end.
     for rel in ("usr", "usr/bin", "usr/share", "run", "home"):
         assert _mtime(canary.dest / rel) == _gnu_dir_mtime(rel), rel
+
+
+DEEP_DIRS = (
+    "import resource, sys\n"
+    "from extractor import apply_layers\n"
+    "resource.setrlimit(resource.RLIMIT_NOFILE, (400, 400))\n"
+    "apply_layers(sys.argv[1], [sys.argv[2]])\n"
+)
+
+
+def test_directory_metadata_of_a_deep_tree_with_few_fds(tmp_path: Path) -> None:
+    """Every directory of a tree 700 levels deep gets its mode and time at the end, the
+    read-only ones after what is below them, within 400 fds (700 held at once would not
+    fit), and siblings after a deep branch get theirs too."""
+    layer = Layer()
+    names = []
+    for i in range(700):
+        names.append(f"d{i % 3}")
+        mode = 0o555 if i % 50 == 7 else 0o750
+        layer.dir("/".join(names), mode=mode, mtime=MTIME + i)
+    layer.file("/".join(names) + "/leaf", b"x")
+    layer.dir("d0/d1/zz", mode=0o700, mtime=MTIME - 5).dir("zz", mode=0o711, mtime=MTIME - 6)
+    src = layer.write(tmp_path / "deep.tar")
+    dest = tmp_path / "r"
+    proc = subprocess.run(
+        [sys.executable, "-c", DEEP_DIRS, str(dest), str(src)], capture_output=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for i, name in enumerate(names):
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            assert stat.S_IMODE(st.st_mode) == (0o555 if i % 50 == 7 else 0o750), i
+            assert st.st_mtime == MTIME + i, i
+            nxt = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+    finally:
+        os.close(fd)
+    for path, mode, mtime in (("d0/d1/zz", 0o700, MTIME - 5), ("zz", 0o711, MTIME - 6)):
+        st = (dest / path).stat()
+        assert (stat.S_IMODE(st.st_mode), st.st_mtime) == (mode, mtime), path
