@@ -484,9 +484,18 @@ class TarReader:
             # types carry no data whatever their size field says (as tarfile and Go).
             self._remaining, self._padding = size, -size % BLOCK
         # Plain octal fields of at most 12 digits are in range unless negative
-        # (int() takes a sign) or the time is past _SMALL_SECONDS.
-        plain = numbers is not None and not pax and kind not in _DEVICES and typeflag != b"S"
-        if not (plain and uid >= 0 and gid >= 0 and 0 <= mtime < _SMALL_SECONDS):
+        # (int() takes a sign) or the time is past _SMALL_SECONDS; device numbers
+        # (read apart, maybe base-256) are checked unless zero. Integer compares
+        # only: ``kind in _DEVICES`` would hash an enum in Python for every entry.
+        plain = numbers is not None and not pax and typeflag != b"S"
+        if not (
+            plain
+            and uid >= 0
+            and gid >= 0
+            and 0 <= mtime < _SMALL_SECONDS
+            and entry.devmajor == 0
+            and entry.devminor == 0
+        ):
             _check_ranges(entry)
         if len(entry.path) > self._quarter_path or len(entry.linkname) > self._quarter_path:
             limit = self._max_path
