@@ -22,7 +22,18 @@ from .changeset import PLNK_DIR, Action, LayerState, classify
 from .decode import LayerStream
 from .errors import BadInputError, ExtractorError, FailedWriteError, OperationalError
 from .limits import Limits
-from .model import DIR, FILE, HARDLINK, SYMLINK, ApplyResult, Entry, Kind, LayerReport, Notice
+from .model import (
+    DIR,
+    FILE,
+    HARDLINK,
+    SYMLINK,
+    ApplyResult,
+    Entry,
+    Kind,
+    LayerReport,
+    Notice,
+    ReadData,
+)
 from .rootfs import IdMap, Root, RootOptions
 from .tarstream import TarReader
 
@@ -202,7 +213,7 @@ class Tree(Protocol):
     def start_helper(self) -> None: ...
     def settle(self) -> None: ...
     def notify(self, event: str, path: str, detail: str) -> None: ...
-    def write(self, entry: Entry, read: Callable[[int], bytes]) -> str | None: ...
+    def write(self, entry: Entry, read: ReadData) -> str | None: ...
     def link(self, entry: Entry, target_path: str) -> str | None: ...
     def remove(self, path: str, keep: Container[str]) -> str | None: ...
     def clear_dir(self, path: str, keep: Container[str]) -> str: ...
@@ -292,7 +303,7 @@ class LayerApplier:
         cls = BadInputError if e.errno in _INPUT_ERRNOS else OperationalError
         return cls(e.strerror or str(e), layer=self.label, entry=entry)
 
-    def _apply(self, entry: Entry, read: Callable[[int], bytes]) -> None:
+    def _apply(self, entry: Entry, read: ReadData) -> None:
         decision = classify(entry)
         state, report, root = self.state, self.report, self.root
         action = decision.action

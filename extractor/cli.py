@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 
 from . import __version__, logs
 from .apply import ApplyOptions, LayerSource, apply_layers
+from .decode import retain_freed_chunks
 from .errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -493,6 +494,8 @@ def _error(message: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.command in ("apply", "unpack"):
+        retain_freed_chunks()  # the program's to set, not the library's
     if args.command == "apply":
         return _cmd_apply(args)
     if args.command == "unpack":

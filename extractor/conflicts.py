@@ -15,7 +15,7 @@ The comparison and the kinds of conflict are in ``explain``.
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from typing import Any, cast
 
@@ -24,7 +24,7 @@ from .decode import LayerStream
 from .errors import BadInputError, ExtractorError, OperationalError
 from .explain import Conflict, LinkEvent, Trace, compare
 from .limits import Limits
-from .model import Entry, LayerReport
+from .model import Entry, LayerReport, ReadData
 from .reverse import Hider, ReverseLayerApplier, header_of, probe_memory
 from .rootfs import Root
 from .tarstream import TarReader
@@ -162,7 +162,7 @@ class _Recording(ReverseLayerApplier):
     mem: MemRoot
     trace: Trace
 
-    def _apply(self, entry: Entry, read: Callable[[int], bytes]) -> None:
+    def _apply(self, entry: Entry, read: ReadData) -> None:
         if self.hider.hidden(entry.path):
             self.trace.skipped.add((self.report.index, entry.path))
         super()._apply(entry, read)

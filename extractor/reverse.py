@@ -50,7 +50,7 @@ from .apply import (
     open_root,
 )
 from .changeset import Action, classify
-from .model import ApplyResult, Entry, Kind, LayerReport, Notice
+from .model import ApplyResult, Entry, Kind, LayerReport, Notice, ReadData
 from .paths import ancestors
 from .rootfs import Root
 from .treemodel import Dir, MemRoot
@@ -159,7 +159,7 @@ class ReverseLayerApplier(LayerApplier):
         self.probe = probe
         self.record = record
 
-    def _apply(self, entry: Entry, read: Callable[[int], bytes]) -> None:
+    def _apply(self, entry: Entry, read: ReadData) -> None:
         if self.record is not None:
             self.record.append(header_of(entry))
         decision = classify(entry)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from . import xattrs
 from .errors import BadInputError, UnsafeEntryError
 from .limits import SYMLINKS
-from .model import DIR, FILE, SYMLINK, Entry, Kind
+from .model import DIR, FILE, SYMLINK, Entry, Kind, ReadData
 from .paths import PathSet, is_within
 from .writebehind import CHMOD, CHOWN, LARGE, SEND_MAX, WriteBehind, write_all
 
@@ -470,7 +470,7 @@ class Root:
         except FileNotFoundError:
             pass
 
-    def write(self, entry: Entry, read: Callable[[int], bytes]) -> str | None:
+    def write(self, entry: Entry, read: ReadData) -> str | None:
         """Create ``entry`` (not a hardlink) at its path; returns its physical path.
 
         ``None`` means the entry was skipped (a device node without privilege);
@@ -540,7 +540,7 @@ class Root:
         name: str,
         phys: str,
         entry: Entry,
-        read: Callable[[int], bytes],
+        read: ReadData,
     ) -> None:
         uid, gid = self._ids(entry)
         plain = self._plain
@@ -564,9 +564,7 @@ class Root:
         self._dirmeta[""] = (entry.mode, entry.atime_ns or entry.mtime_ns, entry.mtime_ns)
         return ""
 
-    def _write_file(
-        self, dfd: int, name: str, phys: str, entry: Entry, read: Callable[[int], bytes]
-    ) -> None:
+    def _write_file(self, dfd: int, name: str, phys: str, entry: Entry, read: ReadData) -> None:
         plain = self._plain
         perms = entry.mode & 0o777
         try:

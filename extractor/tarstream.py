@@ -27,6 +27,9 @@ from .model import DIR, FILE, HARDLINK, SYMLINK, Entry, Kind
 from .paths import normalize
 
 BLOCK = 512
+# Data reads of at least this many bytes are views, not copies: below it, making
+# the view costs more than copying.
+_VIEW_MIN = 16 << 10
 ZERO_BLOCK = bytes(BLOCK)
 # name, mode, uid, gid, size, mtime, chksum, typeflag, linkname, magic; the
 # rest (devices, prefix, GNU sparse) is sliced from the block when needed.
@@ -278,21 +281,33 @@ class TarReader:
     def _read_block_or_eof(self) -> bytes | None:
         return self._take(BLOCK, "header", eof_ok=True)
 
-    def read_data(self, n: int) -> bytes:
-        """Up to ``n`` bytes of the current entry's stored data; ``b""`` when done."""
+    def read_data(self, n: int) -> bytes | memoryview:
+        """Up to ``n`` bytes of the current entry's stored data; ``b""`` when done.
+
+        Reads of ``_VIEW_MIN`` bytes or more are views into the decoded chunk
+        (which they keep alive); smaller ones are copies, which cost less.
+        """
         n = min(n, self._remaining)
         if n <= 0:
             return b""
         data, pos = self._data, self._pos
-        if pos < len(data):
-            out = data if pos == 0 and n >= len(data) else data[pos : pos + n]
-            self._pos = pos + len(out)
-        else:
-            out = self._stream.read(n)
-            if not out:
+        if pos >= len(data):
+            # A whole decoded chunk at a time, uncopied (LayerStream hands it over).
+            data, pos = self._stream.read(1 << 20), 0
+            if not data:
                 raise BadInputError("truncated tar: unexpected end of data in file content")
-        self._remaining -= len(out)
-        self._offset += len(out)
+            self._data = data
+        end = min(pos + n, len(data))
+        out: bytes | memoryview
+        if pos == 0 and end == len(data):
+            out = data
+        elif end - pos < _VIEW_MIN:
+            out = data[pos:end]
+        else:
+            out = memoryview(data)[pos:end]
+        self._pos = end
+        self._remaining -= end - pos
+        self._offset += end - pos
         if self._offset > self._max_bytes:
             self._too_big()
         return out

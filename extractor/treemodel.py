@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from .errors import BadInputError, UnsafeEntryError
 from .limits import SYMLINKS
-from .model import Entry, Kind
+from .model import Entry, Kind, ReadData
 
 NAME_MAX = 255  # bytes in one component, as on ext4, xfs and tmpfs
 SYMLINK_MAX = 4095  # bytes in a symlink target
@@ -245,7 +245,7 @@ class MemRoot:
 
     # -- creation -----------------------------------------------------------
 
-    def write(self, entry: Entry, read: Callable[[int], bytes]) -> str | None:
+    def write(self, entry: Entry, read: ReadData) -> str | None:
         """Create ``entry`` (not a hardlink): ``Root.write``."""
         phys = self._write(entry)
         if phys is not None:

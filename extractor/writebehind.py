@@ -45,9 +45,9 @@ import stat
 import struct
 import time
 from collections import deque
-from collections.abc import Callable
 
 from .errors import FailedWriteError, OperationalError
+from .model import ReadData
 
 # Files up to this size go to the helper (``Root`` decides), copied into its batches.
 # Bigger ones are better written by the main process: streamed through the pipe
@@ -132,7 +132,7 @@ class WriteBehind:
         ids: tuple[int, int],
         times: tuple[int, int],
         size: int,
-        read: Callable[[int], bytes],
+        read: ReadData,
     ) -> None:
         """Queue the creation of file ``name`` in physical directory ``parent``, with
         the ``size`` (at most ``SEND_MAX``) bytes ``read`` gives.

@@ -767,3 +767,46 @@ def test_any_chunking_reads_the_same(sizes: list[int], cut_blocks: int) -> None:
     assert _read_all(_Trickle(archive, sizes)) == whole
     if not cut_blocks:
         assert isinstance(whole, list) and len(whole) == 25
+
+
+def _sized_archive(sizes: list[int]) -> tuple[bytes, list[bytes]]:
+    contents = [bytes([i + 1]) * size for i, size in enumerate(sizes)]
+    layer = b"".join(
+        _header(f"f{i}".encode(), b"0", len(data)) + _pad(data) for i, data in enumerate(contents)
+    )
+    return layer + END, contents
+
+
+def _contents(stream: object, ask: int) -> list[tuple[bytes, set[type]]]:
+    """Each entry's data as read in pieces of ``ask``, and the types of the pieces."""
+    reader = TarReader(stream)  # type: ignore[arg-type]
+    out = []
+    while reader.next() is not None:
+        data, types = bytearray(), set()
+        while chunk := reader.read_data(ask):
+            data += chunk
+            types.add(type(chunk))
+        out.append((bytes(data), types))
+    return out
+
+
+def test_big_data_reads_are_views_and_small_ones_copies() -> None:
+    """A read of 16 KiB or more shares the decoded chunk instead of copying it; the
+    bytes are the same either way."""
+    archive, contents = _sized_archive([100_000, 3_000])
+    (big, big_types), (small, small_types) = _contents(io.BytesIO(archive), 1 << 20)
+    assert [big, small] == contents
+    assert big_types == {memoryview}
+    assert small_types == {bytes}
+
+
+@given(
+    st.lists(st.integers(100, 200_000), min_size=1, max_size=6),
+    st.sampled_from([511, 16 << 10, (16 << 10) - 1, 100_000, 1 << 20]),
+)
+@settings(max_examples=80, deadline=None)
+def test_any_chunking_and_read_size_give_the_same_data(sizes: list[int], ask: int) -> None:
+    """Views or copies, across any chunk boundaries, the data read is the data stored."""
+    archive, contents = _sized_archive([70_000, 16 << 10, (16 << 10) - 1, 300_000, 5])
+    got = _contents(_Trickle(archive, sizes), ask)
+    assert [data for data, _ in got] == contents
