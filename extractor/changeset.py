@@ -32,12 +32,18 @@ class Action(enum.Enum):
     SKIP = "skip"  # AUFS bookkeeping: write nothing
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, and an ``__init__`` of its own: one is made per entry, and compiled
+# by mypyc a frozen dataclass's generated ``__init__`` still runs interpreted.
+@dataclass(slots=True, init=False)
 class Decision:
-    """The action for one entry and the path it acts on."""
+    """The action for one entry and the path it acts on (read, never changed)."""
 
     action: Action
     target: str
+
+    def __init__(self, action: Action, target: str) -> None:
+        self.action = action
+        self.target = target
 
 
 def classify(entry: Entry) -> Decision:

@@ -33,7 +33,9 @@ FILE, DIR, SYMLINK, HARDLINK = Kind.FILE, Kind.DIR, Kind.SYMLINK, Kind.HARDLINK
 ReadData = Callable[[int], "bytes | memoryview"]
 
 
-@dataclass(slots=True)
+# ``init=False`` and an ``__init__`` of its own: compiled by mypyc, the one
+# ``dataclass`` writes would still run interpreted, for every entry of a layer.
+@dataclass(slots=True, init=False)
 class Entry:
     """One tar member, decoded and normalised, with its data still in the stream.
 
@@ -50,16 +52,50 @@ class Entry:
     uid: int
     gid: int
     mtime_ns: int
-    atime_ns: int | None = None
-    size: int = 0  # bytes of data that follow in the stream
-    linkname: str = ""  # symlink target verbatim; hardlink target normalised like path
-    devmajor: int = 0
-    devminor: int = 0
-    xattrs: dict[str, bytes] = field(default_factory=dict)
+    atime_ns: int | None
+    size: int  # bytes of data that follow in the stream
+    linkname: str  # symlink target verbatim; hardlink target normalised like path
+    devmajor: int
+    devminor: int
+    xattrs: dict[str, bytes]
     # For sparse files: the (offset, length) runs of data in file order and the
     # full length of the file; the stream then holds only the runs' bytes.
-    sparse: list[tuple[int, int]] | None = None
-    realsize: int = 0
+    sparse: list[tuple[int, int]] | None
+    realsize: int
+
+    def __init__(
+        self,
+        name: str,
+        path: str,
+        kind: Kind,
+        mode: int,
+        uid: int,
+        gid: int,
+        mtime_ns: int,
+        atime_ns: int | None = None,
+        size: int = 0,
+        linkname: str = "",
+        devmajor: int = 0,
+        devminor: int = 0,
+        xattrs: dict[str, bytes] | None = None,
+        sparse: list[tuple[int, int]] | None = None,
+        realsize: int = 0,
+    ) -> None:
+        self.name = name
+        self.path = path
+        self.kind = kind
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
+        self.mtime_ns = mtime_ns
+        self.atime_ns = atime_ns
+        self.size = size
+        self.linkname = linkname
+        self.devmajor = devmajor
+        self.devminor = devminor
+        self.xattrs = {} if xattrs is None else xattrs
+        self.sparse = sparse
+        self.realsize = realsize
 
 
 @dataclass(slots=True)

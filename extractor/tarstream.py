@@ -50,7 +50,8 @@ _KINDS = {
 }
 
 
-_DEVICES = frozenset({Kind.CHAR, Kind.BLOCK})
+# Compared by identity: ``kind in frozenset(...)`` hashes an enum in Python.
+_CHAR, _BLOCK = Kind.CHAR, Kind.BLOCK
 
 
 def _text(raw: bytes) -> str:
@@ -476,7 +477,7 @@ class TarReader:
             if pax and "linkpath" in pax:
                 linkname = _text(pax["linkpath"])
             entry.linkname = normalize(linkname) if kind is HARDLINK else linkname
-        elif kind in _DEVICES:
+        elif kind is _CHAR or kind is _BLOCK:
             entry.devmajor = _number(block[329:337], "devmajor")
             entry.devminor = _number(block[337:345], "devminor")
         if pax:
@@ -501,7 +502,7 @@ class TarReader:
         # Plain octal fields of at most 12 digits are in range unless negative
         # (int() takes a sign) or the time is past _SMALL_SECONDS; device numbers
         # (read apart, maybe base-256) are checked unless zero. Integer compares
-        # only: ``kind in _DEVICES`` would hash an enum in Python for every entry.
+        # only: no enum is hashed here.
         plain = numbers is not None and not pax and typeflag != b"S"
         if not (
             plain
