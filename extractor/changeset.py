@@ -32,8 +32,9 @@ class Action(enum.Enum):
     SKIP = "skip"  # AUFS bookkeeping: write nothing
 
 
-# Not frozen, and an ``__init__`` of its own: one is made per entry, and compiled
-# by mypyc a frozen dataclass's generated ``__init__`` still runs interpreted.
+# An ``__init__`` of its own, as one is made per entry and a dataclass-generated one
+# runs interpreted even when mypyc compiles the module; and so not frozen, since
+# mypyc refuses a written ``__init__`` in a frozen dataclass.
 @dataclass(slots=True, init=False)
 class Decision:
     """The action for one entry and the path it acts on (read, never changed)."""

@@ -20,7 +20,7 @@ from typing import Final
 
 from mypy_extensions import i64
 
-from .decode import Readable
+from .decode import CHUNK, Readable
 from .errors import BadInputError
 from .limits import Limits
 from .model import DIR, FILE, HARDLINK, SYMLINK, Entry, Kind
@@ -257,7 +257,7 @@ class TarReader:
         have = len(parts[0])
         while have < n:
             # A whole decoded chunk at a time: LayerStream hands it over uncopied.
-            more = self._stream.read(max(n - have, 1 << 20))
+            more = self._stream.read(max(n - have, CHUNK))
             if not more:
                 self._data, self._pos = b"", 0
                 if eof_ok and not have:
@@ -294,7 +294,7 @@ class TarReader:
         data, pos = self._data, self._pos
         if pos >= len(data):
             # A whole decoded chunk at a time, uncopied (LayerStream hands it over).
-            data, pos = self._stream.read(1 << 20), 0
+            data, pos = self._stream.read(CHUNK), 0
             if not data:
                 raise BadInputError("truncated tar: unexpected end of data in file content")
             self._data = data
@@ -320,7 +320,7 @@ class TarReader:
 
     def _skip_rest(self) -> None:
         while self._remaining:
-            self.read_data(min(self._remaining, 1 << 20))
+            self.read_data(min(self._remaining, CHUNK))
         if self._padding:
             self._read_exact(self._padding, "padding")
             self._padding = 0
