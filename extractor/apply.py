@@ -11,7 +11,7 @@ import os
 import stat
 import time
 from collections.abc import Callable, Container, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
@@ -46,6 +46,11 @@ _WRITE, _WHITEOUT, _OPAQUE, _SKIP = Action.WRITE, Action.WHITEOUT, Action.OPAQUE
 # layers smaller than this (compressed) are not worth one.
 HELPER_MIN_BYTES = 1 << 20
 
+# Chunks the next layer may decode ahead while the one before it streams. Its
+# decoding then uses the core the current layer leaves idle: a stack of layers
+# of big files is bound by decoding, one layer at a time, on one core.
+EARLY_AHEAD = 12
+
 # errno values that say the input, not the machine, is at fault.
 _INPUT_ERRNOS = {errno.ENAMETOOLONG, errno.EMLINK}
 
@@ -55,7 +60,8 @@ class LayerInput:
     """A layer plus what it is expected to be, checked as it streams.
 
     ``source`` is a path, a binary stream, or a function that opens one (so
-    an image's layers are opened one at a time). ``digest`` and ``size`` are
+    an image's layers are opened in their turn, or one layer early where
+    ``concurrent`` allows: see ``may_open_early``). ``digest`` and ``size`` are
     the blob's as a descriptor names them; ``diff_id`` is the sha256 of the
     uncompressed tar, as an image config lists it. ``None`` means unchecked.
     """
@@ -65,6 +71,62 @@ class LayerInput:
     digest: str | None = None
     size: int | None = None
     diff_id: str | None = None
+    # Whether a function ``source`` opens files of its own, so that this layer
+    # may be opened and decoded while the one before it still streams (a path
+    # to a regular file always may; a stream never does).
+    concurrent: bool = False
+
+
+class OpenLayer:
+    """A layer's source, opened, with its ``LayerStream`` decoding from the start."""
+
+    def __init__(self, layer: LayerInput, ahead: int):
+        source = layer.source
+        file: IO[bytes] | None = None
+        if callable(source):
+            source = file = source()
+        try:
+            self.stream = LayerStream(source, ahead)
+        except BaseException:
+            if file is not None:
+                file.close()
+            raise
+        self._file = file
+
+    def close(self) -> None:
+        """Stop decoding and close what this opened (never a caller's stream)."""
+        try:
+            self.stream.close()
+        finally:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+
+# A layer opened, or what opening it raised (raised in turn, when its turn comes).
+Opened = OpenLayer | ExtractorError | OSError | None
+
+
+def open_layer(layer: LayerInput, ahead: int) -> Opened:
+    """``layer`` opened, or the error that opening it gave."""
+    try:
+        return OpenLayer(layer, ahead)
+    except (ExtractorError, OSError) as e:
+        return e
+
+
+def may_open_early(layer: LayerInput) -> bool:
+    """Whether ``layer`` may be opened while an earlier one streams: only files
+    that each open reads independently (a FIFO must wait for its turn)."""
+    source = layer.source
+    if callable(source):
+        return layer.concurrent
+    if not isinstance(source, (str, os.PathLike)):
+        return False
+    try:
+        return stat.S_ISREG(os.stat(source).st_mode)
+    except (OSError, ValueError):
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,24 +183,35 @@ def apply_layers(
     log = logs.get_logger()
     root = open_root(dest, options, notifier(result))
     result.rootless = not root.privileged
+    inputs = [item if isinstance(item, LayerInput) else LayerInput(item) for item in layers]
+    if any(wants_helper(options.jobs, x.size or _known_size(x.source)) for x in inputs):
+        root.start_helper()  # now, while no thread runs: it forks
+    early: Opened = None  # the next layer, opened while the one before streams
     with applying(root, result, options, started):
-        for index, item in enumerate(layers):
-            layer = item if isinstance(item, LayerInput) else LayerInput(item)
-            name = layer_name(layer)
-            report = LayerReport(index=index, source=name)
-            result.layers.append(report)
-            label = f"{index + 1}/{len(layers)} ({name})"
-            LayerApplier(root, report, label, options.progress).run(
-                layer, options.verify, options.limits, options.jobs
-            )
-            log.info(
-                "layer_applied",
-                layer=index,
-                digest=report.digest,
-                diff_id=report.diff_id,
-                entries=report.entries,
-                seconds=round(report.seconds, 3),
-            )
+        try:
+            for index, layer in enumerate(inputs):
+                current = early if early is not None else open_layer(layer, LayerStream.AHEAD)
+                early = None
+                if index + 1 < len(inputs) and may_open_early(inputs[index + 1]):
+                    early = open_layer(inputs[index + 1], EARLY_AHEAD)
+                name = layer_name(layer)
+                report = LayerReport(index=index, source=name)
+                result.layers.append(report)
+                label = f"{index + 1}/{len(layers)} ({name})"
+                LayerApplier(root, report, label, options.progress).run(
+                    layer, options.verify, options.limits, opened=current
+                )
+                log.info(
+                    "layer_applied",
+                    layer=index,
+                    digest=report.digest,
+                    diff_id=report.diff_id,
+                    entries=report.entries,
+                    seconds=round(report.seconds, 3),
+                )
+        finally:
+            if isinstance(early, OpenLayer):
+                early.close()
     result.seconds = time.monotonic() - started
     log_warnings(result, log)
     return result
@@ -241,25 +314,29 @@ class LayerApplier:
         verify: bool,
         limits: Limits | None = None,
         jobs: int | None = 1,
+        opened: Opened = None,
     ) -> None:
         """Stream ``layer`` onto the root, within ``limits``, with a helper process
-        as ``jobs`` says (``ApplyOptions.jobs``); raises ``ExtractorError``."""
+        as ``jobs`` says (``ApplyOptions.jobs``); raises ``ExtractorError``.
+
+        ``opened`` is the layer as ``open_layer`` opened it earlier; a caller
+        that passes it has started any helper itself (``jobs`` is then unused).
+        """
         limits = limits or Limits()
         self.links_left = limits.hardlinks
         started = time.monotonic()
         tar: TarReader | None = None  # names the entry at hand, for errors
-        source = layer.source
-        size = layer.size or _known_size(source)
+        size = layer.size or _known_size(layer.source)
         try:
-            if wants_helper(jobs, size):
-                self.root.start_helper()  # before this layer's threads start: it forks
-            opened = source() if callable(source) else None
-            with (
-                opened if opened is not None else nullcontext(),
-                LayerStream(
-                    opened if opened is not None else source  # type: ignore[arg-type]
-                ) as stream,
-            ):
+            if opened is None:
+                if wants_helper(jobs, size):
+                    self.root.start_helper()  # before this layer's threads start: it forks
+                opened = open_layer(layer, LayerStream.AHEAD)
+            if not isinstance(opened, OpenLayer):
+                assert opened is not None
+                raise opened
+            with closing(opened):
+                stream = opened.stream
                 report = self.report
                 report.compression = stream.compression
                 tar = TarReader(stream, limits)

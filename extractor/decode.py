@@ -75,6 +75,10 @@ class Readable(Protocol):
     def read(self, n: int = -1, /) -> bytes: ...
 
 
+# A chunk for the hash thread, with the ``update`` of the hash it belongs to.
+_HashItem = tuple[Callable[[bytes], None], bytes]
+
+
 class _StoppedError(Exception):
     """The consumer went away (an error or a signal); the worker ends quietly."""
 
@@ -98,6 +102,12 @@ class _HashingReader:
                 self._poll.register(source.fileno(), select.POLLIN | select.POLLHUP)
         self.sha = hashlib.sha256()
         self.count = 0
+        self._hand_off: Callable[[bytes], None] | None = None
+
+    def hand_off(self, put: Callable[[bytes], None]) -> None:
+        """From now on give what is read to ``put``, for another thread to hash
+        into ``sha``, instead of hashing it on the reading thread."""
+        self._hand_off = put
 
     def read(self, n: int = -1, /) -> bytes:
         if self._poll is not None:
@@ -106,7 +116,10 @@ class _HashingReader:
                     raise _StoppedError
         data = self._source.read(n)
         if data:
-            self.sha.update(data)
+            if self._hand_off is None:
+                self.sha.update(data)
+            else:
+                self._hand_off(data)
             self.count += len(data)
         return data
 
@@ -272,15 +285,15 @@ class LayerStream:
     Reading, decompressing and hashing run on a worker thread, a few chunks
     ahead of the consumer: the decoders and hashlib release the GIL, so they
     overlap with the consumer's writes on the second core. A compressed
-    layer's DiffID (the larger of the two hashes) is computed on a thread of
-    its own, so big layers, where decoding and hashing are most of the work,
-    use both cores. At most ``_AHEAD`` chunks are in flight on each queue,
-    so memory stays bounded.
+    layer's two hashes are computed on a thread of their own, so that the
+    decoder, the longest single job on a big layer, has a core to itself. At
+    most ``ahead`` decoded chunks (of ``CHUNK`` bytes) are in flight to the
+    consumer, and as many chunks to the hash thread, so memory stays bounded.
     """
 
-    _AHEAD = 8
+    AHEAD = 8
 
-    def __init__(self, source: str | os.PathLike[str] | IO[bytes]):
+    def __init__(self, source: str | os.PathLike[str] | IO[bytes], ahead: int = AHEAD):
         self._owned: IO[bytes] | None = None
         if isinstance(source, (str, os.PathLike)):
             try:
@@ -309,16 +322,20 @@ class LayerStream:
             self._reader = _Pushback(head, self._raw)
         # For a plain tar the two digests are one; don't hash twice.
         self._tar_sha = None if self.compression == "none" else hashlib.sha256()
-        self._hash_queue: queue.Queue[bytes | None] = queue.Queue(self._AHEAD)
+        self._hash_queue: queue.Queue[tuple[Callable[[bytes], None], bytes] | None] = queue.Queue(
+            ahead
+        )
         self._hasher: threading.Thread | None = None
         if self._tar_sha is not None:
+            raw_update, put = self._raw.sha.update, self._hash_queue.put
+            self._raw.hand_off(lambda data: put((raw_update, data)))
             self._hasher = threading.Thread(target=self._hash, name="layer-hash", daemon=True)
             self._hasher.start()
         self.uncompressed_size = 0
         self._chunk = b""
         self._pos = 0
         self._eof = False
-        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(self._AHEAD)
+        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(ahead)
         self._worker = threading.Thread(target=self._pump, name="layer-decode", daemon=True)
         self._worker.start()
 
@@ -333,7 +350,7 @@ class LayerStream:
 
     def _pump(self) -> None:
         """The worker: decode and hash chunk after chunk, then drain trailing bytes."""
-        hashing = self._hasher is not None
+        tar_update = self._tar_sha.update if self._tar_sha is not None else None
         try:
             while not self._stop:
                 data = self._reader.read(CHUNK)
@@ -344,22 +361,22 @@ class LayerStream:
                     self._queue.put(None)
                     return
                 self.uncompressed_size += len(data)
-                if hashing:
-                    self._hash_queue.put(data)
+                if tar_update is not None:
+                    self._hash_queue.put((tar_update, data))
                 self._queue.put(data)
         except _StoppedError:
             return
         except BaseException as e:  # handed to the consumer, raised there
             self._queue.put(e)
         finally:
-            if hashing:
+            if tar_update is not None:
                 self._hash_queue.put(None)
 
     def _hash(self) -> None:
-        """The DiffID thread: hash the uncompressed chunks the worker hands over."""
-        assert self._tar_sha is not None
-        while (data := self._hash_queue.get()) is not None:
-            self._tar_sha.update(data)
+        """The hash thread: the worker hands over raw and decoded chunks, each
+        with the ``update`` of the hash it belongs to."""
+        while (item := self._hash_queue.get()) is not None:
+            item[0](item[1])
 
     def read(self, n: int = -1, /) -> bytes:
         """Up to ``n`` uncompressed bytes; ``b""`` at the end."""

@@ -56,6 +56,7 @@ def layer_inputs(image: Image) -> list[LayerInput]:
             digest=layer.digest,
             size=layer.size,
             diff_id=layer.diff_id,
+            concurrent=image.concurrent_layers,
         )
         for layer in image.layers
     ]

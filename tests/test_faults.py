@@ -188,25 +188,31 @@ def test_layer_whose_writer_stops_early_is_bad_input(tmp_path: Path, compression
 
 
 def test_later_layer_file_vanishing_before_its_turn_is_not_found(tmp_path: Path) -> None:
-    """Layer 2 is deleted while layer 1 (a FIFO) still streams: exit 4, one line naming it."""
+    """Layers 2 and 3 are deleted while layer 1 (a FIFO) streams. Layer 2 was
+    opened when layer 1 began (to decode it early), so it is still read whole;
+    layer 3 is opened only when layer 2 begins: exit 4, one line naming it."""
     fifo = tmp_path / "1.tar"
     os.mkfifo(fifo)
     second = Layer().file("second", b"2\n").write(tmp_path / "2.tar")
+    third = Layer().file("third", b"3\n").write(tmp_path / "3.tar")
     dest = tmp_path / "rootfs"
-    with _applying(str(dest), str(fifo), str(second)) as proc:
+    with _applying(str(dest), str(fifo), str(second), str(third)) as proc:
         with open(fifo, "wb") as writer:
             data = _stream("none")
             thread = _feed(writer, _prefix(data))
             _wait_for(dest / "marker", proc)
             second.unlink()
+            third.unlink()
             thread.join(timeout=WAIT)
             writer.write(data[SENT:])
         _, err = proc.communicate(timeout=WAIT)
     assert proc.returncode == 4, err.decode()
     line = _one_line(err)
-    assert line.startswith(f"extractor: error: layer 2/2 ({second})"), line
+    assert line.startswith(f"extractor: error: layer 3/3 ({third})"), line
     assert "no such file" in line, line
     assert (dest / "after").read_bytes() == b"a\n"
+    assert (dest / "second").read_bytes() == b"2\n"
+    assert not (dest / "third").exists()
 
 
 def test_bad_entry_mid_layer_exits_while_the_writer_is_still_there(tmp_path: Path) -> None:

@@ -150,6 +150,7 @@ def _read(store: Store, ref: str | None, want: Platform | None, verify: bool) ->
         config=resolved.config,
         layers=layers,
         warnings=tuple(warnings),
+        concurrent_layers=store.concurrent,
         _closer=store.close,
     )
 

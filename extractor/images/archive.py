@@ -75,6 +75,7 @@ class TarStore:
 
     def __init__(self, path: str):
         self.label = path
+        self.concurrent = False
         try:
             self._file: BinaryIO | None = open(path, "rb", buffering=0)  # noqa: SIM115
         except FileNotFoundError:

@@ -88,6 +88,9 @@ class Image:
     config: dict[str, Any]
     layers: tuple[LayerRef, ...]
     warnings: tuple[str, ...] = ()
+    # Whether layers may be opened and read at once (a layout's blobs are
+    # files of their own; an archive's members share its file).
+    concurrent_layers: bool = False
     _closer: Callable[[], None] = field(default=_no_close, repr=False, compare=False)
 
     def close(self) -> None:

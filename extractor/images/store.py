@@ -36,6 +36,9 @@ class Store(Protocol):
     """Read access to an image's files by relative path."""
 
     label: str  # the path the user gave, for messages
+    # Whether each open is a file of its own, so two members may be read at
+    # once (an archive's members share one file position).
+    concurrent: bool
 
     def exists(self, name: str) -> bool:
         """Whether ``name`` is a regular file (after following links inside the image)."""
@@ -72,6 +75,7 @@ class DirStore:
 
     def __init__(self, top: str):
         self.label = top
+        self.concurrent = True
         self._top = os.path.realpath(top)
 
     def _path(self, name: str) -> str:
