@@ -141,7 +141,7 @@ class ApplyOptions:
     limits: Limits = field(default_factory=Limits)
     progress: logs.Progress | None = None
     # Processes that write the tree: 1, or 2 and more for a helper process that
-    # creates the regular files (``writebehind``); ``None``: 2 for layers of
+    # creates the regular files (``writebehind``); ``None``: 2 when any layer is
     # HELPER_MIN_BYTES or more (or of unknown size) on a machine with 2+ CPUs.
     jobs: int | None = None
 

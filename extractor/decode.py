@@ -38,8 +38,8 @@ def _is_zstd_skippable(head: bytes) -> bool:
 
 
 # mallopt(3) parameters, and the values ``retain_freed_chunks`` sets.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_TRIM_AT, _MMAP_FROM = 32 << 20, 4 << 20
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
+_TRIM_AT, _MMAP_FROM, _ARENAS = 32 << 20, 4 << 20, 2
 _retained = False
 
 
@@ -51,7 +51,11 @@ def retain_freed_chunks() -> None:
     heap goes back to the kernel as chunks are freed and is faulted in again
     for the next one: 65,000 to 84,000 page faults on a 570 MiB layer, against
     about 14,000 with these settings, at the same peak RSS (memory is kept only up
-    to what was in use at once). It is a process-wide setting, so the command
+    to what was in use at once). Each malloc arena keeps its own freed chunks,
+    and each decoding thread (two at once while the next layer decodes early)
+    would get an arena: at most two arenas keep a 9 GiB stack of 24 layers at
+    74 MiB peak RSS, against 115 MiB with one per thread, at the same speed.
+    It is a process-wide setting, so the command
     line makes it and the library leaves it to its caller. Elsewhere than
     glibc it does nothing.
     """
@@ -67,6 +71,7 @@ def retain_freed_chunks() -> None:
     if mallopt is not None:
         mallopt(_M_TRIM_THRESHOLD, _TRIM_AT)
         mallopt(_M_MMAP_THRESHOLD, _MMAP_FROM)
+        mallopt(_M_ARENA_MAX, _ARENAS)
 
 
 class Readable(Protocol):

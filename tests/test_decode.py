@@ -583,3 +583,41 @@ def test_freed_chunks_are_kept_for_reuse_by_the_command_line(tmp_path: Path) -> 
     assert refaults("default") > 3000  # the probe sees the difference
     assert refaults("call") < 500
     assert refaults("cli") < 500
+
+
+_ARENAS = """
+import ctypes, sys, threading
+from extractor import decode
+if sys.argv[1] == "call":
+    decode.retain_freed_chunks()
+barrier = threading.Barrier(6)
+def hold() -> None:
+    chunk = bytes(1 << 20)  # below the mmap threshold: from the thread's arena
+    barrier.wait()
+    del chunk
+threads = [threading.Thread(target=hold) for _ in range(6)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+ctypes.CDLL(None).malloc_stats()  # one "Arena N:" block per arena, on stderr
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt tuning is for glibc only")
+def test_decoding_threads_share_at_most_two_malloc_arenas() -> None:
+    """Each arena keeps its own freed chunks: threads that each got one made the
+    RSS of a long stack of layers climb past 100 MiB."""
+
+    def arenas(how: str) -> int:
+        run = subprocess.run(
+            [sys.executable, "-c", _ARENAS, how],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return run.stderr.count("Arena ")
+
+    assert arenas("default") > 2  # the probe sees the difference
+    assert arenas("call") <= 2
