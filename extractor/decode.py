@@ -50,14 +50,14 @@ def retain_freed_chunks() -> None:
     thread and freed on the consumer's. With glibc's defaults the top of the
     heap goes back to the kernel as chunks are freed and is faulted in again
     for the next one: 65,000 to 84,000 page faults on a 570 MiB layer, against
-    about 14,000 with these settings, at the same peak RSS (memory is kept only up
-    to what was in use at once). Each malloc arena keeps its own freed chunks,
-    and each decoding thread (two at once while the next layer decodes early)
-    would get an arena: at most two arenas keep a 9 GiB stack of 24 layers at
-    74 MiB peak RSS, against 115 MiB with one per thread, at the same speed.
-    It is a process-wide setting, so the command
-    line makes it and the library leaves it to its caller. Elsewhere than
-    glibc it does nothing.
+    about 14,000 with these settings, at the same peak RSS (memory is kept
+    only up to what was in use at once). Each malloc arena keeps its own
+    freed chunks, and each decoding thread (two at once while the next layer
+    decodes early) would get an arena: at most two arenas keep a 9 GiB stack
+    of 24 layers at 74 MiB peak RSS, against 115 MiB with one per thread, at
+    the same speed. It is a process-wide setting, so the command line makes
+    it and the library leaves it to its caller. Elsewhere than glibc it does
+    nothing.
     """
     global _retained
     if _retained:
@@ -327,9 +327,7 @@ class LayerStream:
             self._reader = _Pushback(head, self._raw)
         # For a plain tar the two digests are one; don't hash twice.
         self._tar_sha = None if self.compression == "none" else hashlib.sha256()
-        self._hash_queue: queue.Queue[tuple[Callable[[bytes], None], bytes] | None] = queue.Queue(
-            ahead
-        )
+        self._hash_queue: queue.Queue[_HashItem | None] = queue.Queue(ahead)
         self._hasher: threading.Thread | None = None
         if self._tar_sha is not None:
             raw_update, put = self._raw.sha.update, self._hash_queue.put
