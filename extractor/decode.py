@@ -210,13 +210,6 @@ class _GzipReader:
                 raise
             raise BadInputError(f"corrupt gzip data: {e}") from None
         self._out += got
-        if not got:
-            # At the end, let go of the reader and its two 1 MiB buffers: a
-            # finished layer's stream may be kept (by its report's caller) while
-            # the layers after it stream, and 24 layers kept 58 MiB of them.
-            self._reader = isal_zlib._GzipReader(b"")  # type: ignore[arg-type]
-            self._buffer = memoryview(b"")
-            return b""
         return bytes(view[:got])
 
 
@@ -453,6 +446,11 @@ class LayerStream:
                 pass
         # The worker has ended and queued the hasher's end mark (``_pump``'s
         # finally), so the hasher drains its queue and ends.
+        # Let go of the decoder's state (isal's reader holds two 1 MiB buffers)
+        # and the last chunk: a closed stream may be kept while later layers
+        # stream, and 24 kept layers held 58 MiB.
+        self._reader = io.BytesIO()
+        self._chunk = b""
         if self._owned is not None:
             self._owned.close()
             self._owned = None
