@@ -1,5 +1,5 @@
 """``python -m extractor``: the same as the ``extractor`` command."""
 
-from .cli import main
+from .cli import run
 
-raise SystemExit(main())
+run()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import signal
 import sys
 from collections.abc import Sequence
@@ -40,6 +41,7 @@ exit status:
   4    not found: a layer file, image, blob, ref or platform that is not there
   5    refused as unsafe: malformed whiteout, root type change, symlink loop
   130  interrupted (SIGINT); 143 terminated (SIGTERM)
+  141  standard output closed by its reader (as after SIGPIPE); nothing printed
 """
 
 
@@ -480,6 +482,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _TerminatedError:
         _error("terminated")
         return 128 + signal.SIGTERM
+    except BrokenPipeError:
+        if not _stdout_reader_gone():
+            raise
+        # ``extractor diff ... | head``: end quietly, as a program killed by
+        # SIGPIPE would (Python ignores the signal, so the write raised instead).
+        _discard_stdout()
+        return 128 + signal.SIGPIPE
     except Exception as e:
         if args.debug:
             raise
@@ -487,6 +496,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether standard output is a pipe whose reading end has been closed."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+def _discard_stdout() -> None:
+    """Point standard output at /dev/null, so what is still buffered goes nowhere."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def run() -> None:
+    """The console entry point: ``main``, then a quick exit.
+
+    Tearing the interpreter down (modules, the compiled build, a layer's
+    path sets) costs 10-20 ms that nobody waits for, so once ``main`` has
+    returned and the output is flushed the process ends with ``os._exit``.
+    Nothing is left to run at exit: ``main`` closes what it opens, and the
+    helper process and decoding threads have ended before it returns.
+    """
+    status = main()
+    try:
+        sys.stdout.flush()
+    except OSError:  # a reader that went away (``| head``) is not an error here
+        pass
+    try:
+        sys.stderr.flush()
+    except OSError:
+        pass
+    os._exit(status)
 
 
 def _error(message: str) -> None:

@@ -18,7 +18,6 @@ import threading
 from collections.abc import Callable
 from typing import IO, Protocol
 
-import zstandard
 from isal import isal_zlib
 
 from .errors import BadInputError, NotFoundError, OperationalError
@@ -286,6 +285,9 @@ class _ZstdReader:
     """zstd through ``stream_reader``, which reads every frame, skippable ones too."""
 
     def __init__(self, raw: Readable):
+        import zstandard  # only here: 3 ms of start-up (it imports platform)
+
+        self._error = zstandard.ZstdError
         self._reader = zstandard.ZstdDecompressor().stream_reader(
             _ZstdFrames(raw),  # type: ignore[arg-type]  # it only calls read()
             read_size=CHUNK,
@@ -295,7 +297,7 @@ class _ZstdReader:
     def read(self, n: int = -1, /) -> bytes:
         try:
             return self._reader.read(CHUNK if n < 0 else n)
-        except zstandard.ZstdError as e:
+        except self._error as e:
             raise BadInputError(f"corrupt zstd data: {e}") from None
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import pty
 import re
+import signal
 import subprocess
 import sys
 import tarfile
@@ -73,6 +74,49 @@ def test_console_script_is_installed() -> None:
     """The console script exists in the venv and is executable."""
     assert SCRIPT.is_file()
     assert os.access(SCRIPT, os.X_OK)
+
+
+def _tree_of(root: Path, names: int) -> Path:
+    """``root`` holding ``names`` empty files with 200-byte names (a long ``diff``)."""
+    root.mkdir()
+    for i in range(names):
+        (root / f"{i:05d}{'x' * 195}").touch()
+    return root
+
+
+@BOTH
+def test_quick_exit_flushes_all_output_to_a_pipe(tmp_path: Path, command: list[str]) -> None:
+    """The process ends with ``os._exit`` (no interpreter teardown), after flushing:
+    a pipe gets every line of an output several buffers long, and the status."""
+    a = _tree_of(tmp_path / "a", 400)
+    (tmp_path / "b").mkdir()
+    result = run(["diff", str(a), str(tmp_path / "b")], command)
+    assert result.code == 1
+    lines = result.out.splitlines()
+    assert len(lines) == 400 and len(result.out) > 80_000
+    assert lines[-1].startswith(f"00399{'x' * 195}: only in A")
+
+
+@BOTH
+def test_reader_gone_ends_quietly(tmp_path: Path, command: list[str]) -> None:
+    """stdout closed by its reader (``| head``): nothing on stderr (no error line, no
+    "Exception ignored" from a flush at exit), status 141 as after SIGPIPE."""
+    a = _tree_of(tmp_path / "a", 400)
+    (tmp_path / "b").mkdir()
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before the first write
+    try:
+        proc = subprocess.run(
+            [*command, "diff", str(a), str(tmp_path / "b")],
+            stdin=subprocess.DEVNULL,
+            stdout=w,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+    finally:
+        os.close(w)
+    err = proc.stderr.decode(errors="replace")
+    assert (proc.returncode, err) == (128 + signal.SIGPIPE, "")
 
 
 @BOTH
