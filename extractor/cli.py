@@ -527,12 +527,15 @@ def run() -> None:
     status = main()
     try:
         sys.stdout.flush()
-    except OSError:  # a reader that went away (``| head``) is not an error here
-        pass
+    except BrokenPipeError:  # the reader went away (``| head``), as in ``main``
+        status = 128 + signal.SIGPIPE
+    except OSError as e:  # what is still buffered is lost: ENOSPC must not pass as success
+        _error(f"cannot write standard output: {e.strerror or e}")
+        status = EXIT_FAILURE
     try:
         sys.stderr.flush()
     except OSError:
-        pass
+        pass  # nowhere left to say so
     os._exit(status)
 
 

@@ -76,6 +76,12 @@ def test_console_script_is_installed() -> None:
     assert os.access(SCRIPT, os.X_OK)
 
 
+def _buffered_env() -> dict[str, str]:
+    """The environment with stdout block-buffered, as users have it (this machine's
+    PYTHONUNBUFFERED would leave nothing for the final flush to do)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+
+
 def _tree_of(root: Path, names: int) -> Path:
     """``root`` holding ``names`` empty files with 200-byte names (a long ``diff``)."""
     root.mkdir()
@@ -90,7 +96,7 @@ def test_quick_exit_flushes_all_output_to_a_pipe(tmp_path: Path, command: list[s
     a pipe gets every line of an output several buffers long, and the status."""
     a = _tree_of(tmp_path / "a", 400)
     (tmp_path / "b").mkdir()
-    result = run(["diff", str(a), str(tmp_path / "b")], command)
+    result = run(["diff", str(a), str(tmp_path / "b")], command, env=_buffered_env())
     assert result.code == 1
     lines = result.out.splitlines()
     assert len(lines) == 400 and len(result.out) > 80_000
@@ -112,11 +118,34 @@ def test_reader_gone_ends_quietly(tmp_path: Path, command: list[str]) -> None:
             stdout=w,
             stderr=subprocess.PIPE,
             timeout=60,
+            env=_buffered_env(),
         )
     finally:
         os.close(w)
     err = proc.stderr.decode(errors="replace")
     assert (proc.returncode, err) == (128 + signal.SIGPIPE, "")
+
+
+@BOTH
+def test_output_lost_at_the_final_flush_is_an_error(tmp_path: Path, command: list[str]) -> None:
+    """A short report still buffered when ``main`` returns, then refused by the device
+    (ENOSPC from /dev/full): one error line and status 1, not a silent success."""
+    layer = small_layer().write(tmp_path / "l.tar")
+    args = ["apply", "-q", "--report", "-", str(tmp_path / "r"), str(layer)]
+    with open("/dev/full", "wb") as full:
+        proc = subprocess.run(
+            [*command, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            timeout=60,
+            env=_buffered_env(),
+        )
+    assert proc.returncode == 1
+    assert proc.stderr.decode().splitlines() == [
+        "extractor: error: cannot write standard output: No space left on device"
+    ]
+    assert (tmp_path / "r" / "etc" / "hostname").read_bytes() == b"box\n"
 
 
 @BOTH
